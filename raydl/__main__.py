@@ -1,0 +1,5 @@
+import sys
+
+from raydl.cli import main
+
+sys.exit(main())

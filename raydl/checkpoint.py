@@ -1,0 +1,143 @@
+"""Atomic checkpoints of the whole training state, loaded without arbitrary pickle.
+
+A checkpoint is a directory ``checkpoints/iter_000042/`` holding:
+  model.pt     torch tensors and plain containers (torch.load(weights_only=True))
+  buffer.npz   replay buffer arrays (np.load(allow_pickle=False))
+  state.json   counters, schedule position, RNG states
+  config.yaml  the resolved experiment, so the checkpoint alone can be evaluated
+
+It is written into a hidden temporary directory first and renamed into place, so a
+crash mid-write leaves the previous checkpoint as the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_NAME = re.compile(r"^iter_(\d{6,})$")
+COMPLETE_MARKER = "state.json"  # written last: a directory without it is not a checkpoint
+
+
+class CheckpointError(RuntimeError):
+    """A missing, truncated or tampered checkpoint; the message names the file."""
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _NAME.match(child.name)
+        if match and child.is_dir() and (child / COMPLETE_MARKER).is_file():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(path: Path) -> Path:
+    """The newest checkpoint of a run directory (or `path` itself if it is one)."""
+    if (path / COMPLETE_MARKER).is_file():
+        return path
+    found = checkpoint_dirs(path / "checkpoints") or checkpoint_dirs(path)
+    if not found:
+        raise CheckpointError(f"{path}: no checkpoint found (expected {path}/checkpoints/iter_*)")
+    return found[-1]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(
+    root: Path, iteration: int, write: Callable[[Path], None], keep: int
+) -> Path:
+    """Create ``root/iter_NNNNNN`` atomically; `write(tmp_dir)` fills it. Keeps `keep`."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"iter_{iteration:06d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    write(tmp)
+    for child in tmp.iterdir():
+        with open(child, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # the same iteration saved twice (e.g. at_end after a periodic one)
+        old = root / f".old-{final.name}-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    _fsync_dir(root)
+    for stale in checkpoint_dirs(root)[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_torch(obj: dict[str, Any], path: Path) -> None:
+    torch.save(obj, path)
+
+
+def load_torch(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True: tensors and plain containers, no code."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "refused: it contains objects other than tensors (possible pickle payload)"
+        raise CheckpointError(f"{path}: cannot load checkpoint file: {reason}") from None
+
+
+def save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """np.load with allow_pickle=False; every array is read now, so truncation shows."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file is missing")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot load checkpoint file: {reason}") from None
+
+
+def save_json(obj: Any, path: Path) -> None:
+    path.write_text(json.dumps(obj))
+
+
+def load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file is missing")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot load checkpoint file: {exc}") from None

@@ -1,0 +1,117 @@
+"""`raydl run | list | eval`: the command line over the same API tests and Tune use."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from raydl.config import ConfigError
+
+EXIT_USAGE = 2  # bad input: config errors, unknown names, unusable paths
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="raydl", description="Train RL agents and deep models on Ray."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train an experiment until its stop criterion")
+    run.add_argument("experiment", nargs="?", help="experiment file, or a name in experiments/")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field, e.g. --set algo.lr=3e-4 (repeatable)")
+    run.add_argument("--out", default="runs", help="parent directory of run directories")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
+    run.add_argument("--no-progress", action="store_true", help="no live progress line")
+
+    sub.add_parser("list", help="list experiment files and registered kinds")
+
+    ev = sub.add_parser("eval", help="play greedy episodes with a checkpoint")
+    ev.add_argument("checkpoint", help="a checkpoint directory or a run directory (latest)")
+    ev.add_argument("--episodes", type=int, default=10, help="whole episodes to play")
+    ev.add_argument("--gif", type=Path, help="write the first episode as an animated GIF")
+    ev.add_argument("--epsilon", type=float, default=0.0, help="random-action rate")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from raydl.run import train
+
+    if args.experiment and args.resume:
+        raise ConfigError("run: give an experiment or --resume RUN_DIR, not both")
+    train(
+        args.experiment,
+        args.overrides,
+        out=args.out,
+        resume=args.resume,
+        address=args.address,
+        progress=False if args.no_progress else None,
+    )
+    return 0
+
+
+def _cmd_list(_: argparse.Namespace) -> int:
+    from raydl import registry
+    from raydl.config import read_yaml
+
+    print("experiments (raydl run NAME):")
+    for path in registry.experiment_files():
+        try:
+            data = read_yaml(path)
+            print(f"  {path.stem:<28} kind={data.get('kind')}  env={data.get('env', '-')}")
+        except ConfigError as exc:
+            print(f"  {path.stem:<28} (unreadable: {exc})")
+    print("kinds: " + ", ".join(registry.kinds()))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from raydl import checkpoint as ckpt
+    from raydl import registry
+    from raydl.config import load_experiment
+    from raydl.rl.evaluate import evaluate
+
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such checkpoint or run directory")
+    directory = ckpt.latest_checkpoint(path)
+    cfg = load_experiment(directory / "config.yaml")
+    net = registry.algorithm_class(cfg.kind).load_policy(directory, cfg)
+    result = evaluate(cfg.env, net, args.episodes, seed=args.seed, epsilon=args.epsilon,
+                      gif=args.gif)
+    for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
+        print(f"episode {i + 1}: return {ret:.1f}, length {length}")
+    print(
+        f"raydl eval: {cfg.env}, {len(result.returns)} episodes, return mean "
+        f"{result.mean:.1f} (min {min(result.returns):.1f}, max {max(result.returns):.1f})"
+        + (f"; gif in {result.gif}" if result.gif else "")
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from raydl.checkpoint import CheckpointError
+
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, CheckpointError) as exc:
+        print(f"raydl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("raydl: interrupted; a checkpoint was written, continue with "
+              "`raydl run --resume RUN_DIR`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

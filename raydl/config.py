@@ -1,0 +1,325 @@
+"""Experiment files: typed dataclass sections, strict loading, `--set` overrides.
+
+An experiment is a YAML mapping whose `kind` picks a top-level dataclass from the
+registry. Every field of every section is declared with `param(...)`, which carries a
+one-line help text and the allowed range, so that a bad value is reported as
+``algo.lr: expected a number > 0, got -1`` and never as a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+# Numbers written as strings are accepted for numeric fields because PyYAML reads `1e-3`
+# (no dot) as a string, a classic trap; anything else that is a string stays an error.
+_NUMBER_RE = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class ConfigError(ValueError):
+    """A bad experiment file or override; the message is one line meant for the user."""
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with a help text and optional numeric bounds."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type[T], help: str = "") -> Any:
+    """A nested section field whose default is the section's own defaults."""
+    return field(default_factory=cls, metadata={"help": help})
+
+
+# ----------------------------------------------------------------------------- sections
+# Sections shared by every kind. Kind-specific sections live next to their algorithm.
+
+
+@dataclass
+class StopConfig:
+    """When a run ends: the first criterion reached stops it (0 disables a criterion)."""
+
+    env_steps: int = param(100_000, "stop after this many environment steps (RL kinds)", ge=0)
+    episode_return_mean: float | None = param(
+        None, "stop once the mean return of the last 100 training episodes reaches this"
+    )
+    iterations: int = param(0, "stop after this many training iterations (0: no limit)", ge=0)
+    time_s: float = param(0.0, "stop after this many wall-clock seconds (0: no limit)", ge=0)
+
+
+@dataclass
+class RunnersConfig:
+    """Who steps the environments: the driver process (num: 0) or N Ray actors."""
+
+    num: int = param(0, "number of env-runner Ray actors; 0 samples in the driver process", ge=0)
+    envs_per_runner: int = param(1, "gymnasium vector-env size inside each runner", ge=1)
+    rollout_length: int = param(
+        4, "vector-env steps per sample request (per runner, per env)", ge=1
+    )
+    cpus_per_runner: float = param(1.0, "CPUs reserved for each runner actor", gt=0)
+    sync_weights_every: int = param(
+        1, "send fresh weights to a runner after every N of its sample requests", ge=1
+    )
+    resources: dict[str, float] = param(
+        default_factory=dict, help="custom Ray resources each runner actor requires"
+    )
+
+
+@dataclass
+class CheckpointConfig:
+    """How often the whole training state is written, and how many copies are kept."""
+
+    every: int = param(10, "write a checkpoint every N iterations (0: only at the end)", ge=0)
+    keep: int = param(3, "keep the newest N checkpoints", ge=1)
+    at_end: bool = param(True, "write a checkpoint when the run ends")
+
+
+@dataclass
+class LogConfig:
+    """What the run prints and writes besides metrics.jsonl."""
+
+    progress: bool = param(True, "show a live progress line")
+    tensorboard: bool = param(True, "write TensorBoard event files")
+    curve: bool = param(True, "write curve.png at each checkpoint and at the end")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _bounds_text(meta: typing.Mapping[str, Any]) -> str:
+    parts = []
+    for key, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if meta.get(key) is not None:
+            parts.append(f"{sym} {meta[key]:g}")
+    return " and ".join(parts)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        names = [_type_name(a) for a in get_args(tp) if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in get_args(tp) else "")
+    if origin is list:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of names to {_type_name(get_args(tp)[1])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Return `value` converted to type `tp`, or raise ConfigError naming `where`."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value in allowed and type(value) is type(allowed[0]):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where}: {value!r} is not allowed{hint}; allowed: {', '.join(map(repr, allowed))}"
+        )
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        key_tp, val_tp = get_args(tp)
+        return {
+            _coerce(k, key_tp, f"{where} key"): _coerce(v, val_tp, f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
+            value = float(value.replace("_", ""))
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
+            value = float(value.replace("_", ""))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str) and value:
+            return value
+        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported field type {tp!r}")  # a bug in a section
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    ok = (
+        (meta.get("gt") is None or value > meta["gt"])
+        and (meta.get("ge") is None or value >= meta["ge"])
+        and (meta.get("lt") is None or value < meta["lt"])
+        and (meta.get("le") is None or value <= meta["le"])
+    )
+    if not ok:
+        raise ConfigError(f"{where}: expected a number {_bounds_text(meta)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, strictly: unknown keys and bad values raise."""
+    label = where or "experiment"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{path}: unknown key{hint}; allowed: {', '.join(sorted(fields))}"
+            )
+        coerced = _coerce(value, hints[key], path)
+        _check_bounds(coerced, fields[key].metadata, path)
+        kwargs[key] = coerced
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A plain, YAML-ready dict of a config dataclass."""
+    return dataclasses.asdict(obj)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``algo.lr=3e-4`` into (["algo", "lr"], 3e-4); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. algo.lr=3e-4")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+        raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key like algo.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # let the field's type decide; a string is a fine guess
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set` overrides to a raw experiment mapping (before typed loading)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read an experiment file as a mapping, with one-line errors for unreadable files."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such experiment file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_experiment(
+    source: str | Path | dict[str, Any], overrides: list[str] | None = None
+) -> Any:
+    """Load an experiment (file path, name in experiments/, or mapping) into its dataclass."""
+    from raydl import registry
+
+    if isinstance(source, dict):
+        data = dict(source)
+    else:
+        data = read_yaml(registry.find_experiment(str(source)))
+    data = apply_overrides(data, overrides or [])
+    kind = data.get("kind")
+    if kind is None:
+        raise ConfigError(f"kind: missing; allowed: {', '.join(registry.kinds())}")
+    config_cls = registry.config_class(kind)
+    return from_dict(config_cls, data)
+
+
+def dump_yaml(cfg: Any, path: Path) -> None:
+    """Write the resolved config, atomically, so the run can be repeated from it."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)

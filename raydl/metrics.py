@@ -1,0 +1,168 @@
+"""Metric sinks of a run: metrics.jsonl, TensorBoard events, curve.png, progress line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All rows of a run's metrics.jsonl (a torn last line is ignored)."""
+    path = run_dir / METRICS_FILE
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+    return rows
+
+
+class MetricsWriter:
+    """Appends one JSON line per iteration, mirrors numbers to TensorBoard, plots."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, curve: bool = True) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / METRICS_FILE
+        self.curve = curve
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.fh: TextIO = open(self.path, "a")
+
+    def truncate_after(self, iteration: int) -> None:
+        """On resume: drop rows written after the checkpoint, so no step appears twice."""
+        self.fh.close()
+        rows = [r for r in read_metrics(self.run_dir) if r.get("iteration", 0) <= iteration]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(self.path)
+        self.fh = open(self.path, "a")
+
+    def write(self, metrics: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(metrics) + "\n")
+        self.fh.flush()
+        if self.tb is not None:
+            step = int(metrics.get("env_steps") or metrics.get("iteration") or 0)
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if math.isfinite(value):
+                        self.tb.add_scalar(key, value, step)
+
+    def plot(self, y: str, x: str = "env_steps") -> Path | None:
+        """Write curve.png of `y` against `x` from the whole metrics file."""
+        if not self.curve:
+            return None
+        rows = [r for r in read_metrics(self.run_dir) if r.get(y) is not None]
+        if not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.plot([r.get(x, r.get("iteration")) for r in rows], [r[y] for r in rows])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(self.run_dir.name, fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out = self.run_dir / "curve.png"
+        tmp = self.run_dir / "curve.tmp.png"
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(out)
+        return out
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Progress:
+    """A live progress line: a tqdm bar on a terminal, a line every few seconds otherwise.
+
+    Shows steps, steps/s, the headline metric and an ETA from the step budget."""
+
+    def __init__(
+        self,
+        total: int,
+        unit: str,
+        headline: str,
+        enabled: bool = True,
+        stream: TextIO = sys.stderr,
+        every_s: float = 10.0,
+        start_done: int = 0,
+    ) -> None:
+        self.total = total
+        self.unit = unit
+        self.headline = headline
+        self.enabled = enabled
+        self.stream = stream
+        self.every_s = every_s
+        self.start = time.monotonic()
+        self.last_print = 0.0
+        self.start_done = start_done  # a resumed run's rate counts only its own steps
+        self.bar = None
+        if enabled and stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total or None, initial=start_done, unit=f" {unit}", file=stream,
+                dynamic_ncols=True,
+            )
+
+    def update(self, done: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        value = metrics.get(self.headline)
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.set_postfix_str(f"{self.headline}={_fmt(value)}", refresh=True)
+            return
+        now = time.monotonic()
+        if now - self.last_print < self.every_s:
+            return
+        self.last_print = now
+        elapsed = now - self.start
+        rate = (done - self.start_done) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 and self.total else None
+        line = (
+            f"[{_fmt_time(elapsed)}] {self.unit} {done:,}"
+            + (f"/{self.total:,}" if self.total else "")
+            + f" | {rate:,.0f} {self.unit}/s | {self.headline} {_fmt(value)}"
+            + (f" | ETA {_fmt_time(eta)}" if eta is not None else "")
+        )
+        print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,1 @@
+"""Reinforcement learning: DQN family (and later the actor-critic family)."""

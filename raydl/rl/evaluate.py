@@ -1,0 +1,87 @@
+"""Greedy evaluation of a trained policy: whole episodes, raw returns, optional GIF."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raydl.envs import make_env
+
+# Eval seeds live far from training seeds so evaluation never replays training episodes.
+EVAL_SEED_OFFSET = 1_000_000_007
+
+
+@dataclass
+class EvalResult:
+    returns: list[float]
+    lengths: list[int]
+    gif: Path | None
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+
+def epsilon_greedy(
+    net: torch.nn.Module, num_actions: int, epsilon: float, rng: np.random.Generator
+) -> Callable[[np.ndarray], int]:
+    def act(obs: np.ndarray) -> int:
+        if epsilon > 0 and rng.random() < epsilon:
+            return int(rng.integers(num_actions))
+        with torch.no_grad():
+            return int(net(torch.as_tensor(obs)[None]).argmax(dim=1).item())
+
+    return act
+
+
+def evaluate(
+    env_id: str,
+    net: torch.nn.Module,
+    episodes: int,
+    *,
+    seed: int = 0,
+    epsilon: float = 0.0,
+    gif: Path | None = None,
+    gif_fps: int = 30,
+    max_gif_frames: int = 2_000,
+) -> EvalResult:
+    """Play `episodes` whole episodes; the first one is recorded to `gif` if given."""
+    env = make_env(env_id, render_mode="rgb_array" if gif else None)
+    rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
+    act = epsilon_greedy(net, int(env.action_space.n), epsilon, rng)  # type: ignore[attr-defined]
+    returns, lengths = [], []
+    frames: list[np.ndarray] = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+        record = gif is not None and episode == 0
+        total, steps, done = 0.0, 0, False
+        while not done:
+            if record and len(frames) < max_gif_frames:
+                frames.append(env.render())  # type: ignore[arg-type]
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+    env.close()
+    if gif is not None and frames:
+        write_gif(frames, gif, gif_fps)
+    return EvalResult(returns, lengths, gif if frames else None)
+
+
+def write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
+    """An animated GIF, written to a temporary name first."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    tmp = path.with_name(path.name + ".tmp")
+    images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:],
+        duration=max(1, int(1000 / fps)), loop=0,
+    )
+    tmp.replace(path)

@@ -1,0 +1,136 @@
+"""EnvRunner: a vector env plus a copy of the policy, sampling epsilon-greedy transitions.
+
+A plain class. The driver uses it directly (`runners.num: 0`); for N parallel samplers it
+is wrapped with `ray.remote` at the call site (see `RunnerPool`), so the sampling code is
+the same in both cases and testable without Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raydl.envs import make_vector_env
+from raydl.rl.buffer import Batch, NStepAccumulator
+from raydl.seeding import env_seeds, runner_seed
+
+
+class EnvRunner:
+    """Steps `num_envs` copies of an env with an epsilon-greedy copy of the Q-network."""
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        policy_fn: Callable[[], nn.Module],
+        *,
+        seed: int,
+        runner_index: int = -1,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        generation: int = 0,
+        torch_threads: int | None = 1,
+    ) -> None:
+        if torch_threads:
+            # A tiny policy forward is slower with several threads, and N runners on a
+            # few cores would fight over them.
+            torch.set_num_threads(torch_threads)
+        self.runner_index = runner_index
+        self.envs = make_vector_env(env_id, num_envs)
+        self.num_envs = num_envs
+        self.num_actions = int(self.envs.single_action_space.n)  # type: ignore[attr-defined]
+        self.policy = policy_fn()
+        self.policy.eval()
+        self.rng = np.random.default_rng(runner_seed(seed, runner_index))
+        self.nstep = NStepAccumulator(n_step, gamma, num_envs)
+        self.obs, _ = self.envs.reset(seed=env_seeds(seed, runner_index, num_envs, generation))
+        self.ep_return = np.zeros(num_envs)
+        self.ep_length = np.zeros(num_envs, np.int64)
+        self.weights_version = -1
+
+    # -- policy -------------------------------------------------------------------------
+    def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        """Load the learner's weights (tagged with the learner's version number)."""
+        self.policy.load_state_dict(state_dict)
+        self.weights_version = version
+
+    def share_policy(self, policy: nn.Module) -> None:
+        """Act with the learner's own network (in-process runner: nothing to copy)."""
+        self.policy = policy
+
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions for a batch of observations."""
+        n = len(obs)
+        random_actions = self.rng.integers(0, self.num_actions, size=n)
+        if epsilon >= 1.0:
+            return random_actions  # warm-up: no need to run the network
+        with torch.no_grad():
+            greedy = self.policy(torch.as_tensor(obs)).argmax(dim=1).numpy()
+        explore = self.rng.random(n) < epsilon
+        return np.where(explore, random_actions, greedy)
+
+    # -- sampling -----------------------------------------------------------------------
+    def sample(self, num_steps: int, epsilon: float) -> dict[str, Any]:
+        """Step every env `num_steps` times; returns the (n-step) transitions, the
+        episodes that ended, and bookkeeping for the learner."""
+        start = time.perf_counter()
+        batches: list[Batch] = []
+        episodes: list[tuple[float, int]] = []
+        for _ in range(num_steps):
+            obs = self.obs
+            actions = self.act(obs, epsilon)
+            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            ended = terminated | truncated
+            real_next = next_obs
+            if ended.any():
+                real_next = next_obs.copy()
+                for e in np.flatnonzero(ended):
+                    real_next[e] = info["final_obs"][e]
+            batches.append(
+                self.nstep.push(obs, actions, rewards, real_next, terminated, truncated)
+            )
+            self.ep_return += rewards
+            self.ep_length += 1
+            for e in np.flatnonzero(ended):
+                episodes.append((float(self.ep_return[e]), int(self.ep_length[e])))
+                self.ep_return[e] = 0.0
+                self.ep_length[e] = 0
+            self.obs = next_obs
+        transitions = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        return {
+            "transitions": transitions,
+            "episodes": episodes,
+            "env_steps": num_steps * self.num_envs,
+            "runner": self.runner_index,
+            "weights_version": self.weights_version,
+            "sample_time_s": time.perf_counter() - start,
+        }
+
+    # -- state --------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The runner's exploration RNG (JSON-ready); envs restart on restore."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+    def info(self) -> dict[str, Any]:
+        """Where this runner lives (pid, Ray node id when inside Ray)."""
+        node_id = None
+        try:
+            import ray
+
+            if ray.is_initialized():
+                node_id = ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - info is best effort, never fatal
+            pass
+        return {"runner": self.runner_index, "pid": os.getpid(), "node_id": node_id}
+
+    def close(self) -> None:
+        self.envs.close()

@@ -1,0 +1,88 @@
+"""N EnvRunner actors with one sample request in flight each, collected by `ray.wait`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ray
+import torch
+
+from raydl.config import RunnersConfig
+from raydl.rl.runner import EnvRunner
+
+
+class RunnerPool:
+    """Owns the runner actors; hands back whichever sample finishes first."""
+
+    def __init__(
+        self, cfg: RunnersConfig, runner_kwargs: Callable[[int], dict[str, Any]]
+    ) -> None:
+        self.cfg = cfg
+        remote_cls = ray.remote(
+            num_cpus=cfg.cpus_per_runner, resources=cfg.resources or None
+        )(EnvRunner)
+        self.actors = [remote_cls.remote(**runner_kwargs(i)) for i in range(cfg.num)]
+        self.in_flight: dict[ray.ObjectRef, int] = {}
+        self.requests = [0] * cfg.num
+        self._weights_ref: ray.ObjectRef | None = None
+        self._weights_version = -1
+
+    def _weights(self, state_dict: Callable[[], dict[str, torch.Tensor]], version: int) -> Any:
+        # One object-store copy per learner version, shared by every runner that needs it.
+        if self._weights_version != version or self._weights_ref is None:
+            self._weights_ref = ray.put({k: v.detach().clone() for k, v in state_dict().items()})
+            self._weights_version = version
+        return self._weights_ref
+
+    def broadcast_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        ref = self._weights(lambda: state_dict, version)
+        ray.get([a.set_weights.remote(ref, version) for a in self.actors])
+
+    def start(self, num_steps: int, epsilon: float) -> None:
+        """Put one sample request in flight on every idle runner."""
+        busy = set(self.in_flight.values())
+        for index, actor in enumerate(self.actors):
+            if index not in busy:
+                self.in_flight[actor.sample.remote(num_steps, epsilon)] = index
+
+    def next_result(self) -> dict[str, Any]:
+        """Block until any runner's sample is ready; return it."""
+        if not self.in_flight:
+            raise RuntimeError("no sample request in flight; call start() first")
+        ready, _ = ray.wait(list(self.in_flight), num_returns=1)
+        self.in_flight.pop(ready[0])
+        return ray.get(ready[0])
+
+    def resubmit(
+        self,
+        index: int,
+        num_steps: int,
+        epsilon: float,
+        weights: Callable[[], dict[str, torch.Tensor]],
+        version: int,
+    ) -> None:
+        """Send runner `index` its next request, with fresh weights when due."""
+        actor = self.actors[index]
+        self.requests[index] += 1
+        if self.requests[index] % self.cfg.sync_weights_every == 0:
+            # Actor calls run in submission order, so the sample uses these weights.
+            actor.set_weights.remote(self._weights(weights, version), version)
+        self.in_flight[actor.sample.remote(num_steps, epsilon)] = index
+
+    def get_states(self) -> list[dict[str, Any]]:
+        return ray.get([a.get_state.remote() for a in self.actors])
+
+    def set_states(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != len(self.actors):
+            return  # a different runner count: keep the fresh seeds
+        ray.get([a.set_state.remote(s) for a, s in zip(self.actors, states)])
+
+    def infos(self) -> list[dict[str, Any]]:
+        return ray.get([a.info.remote() for a in self.actors])
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        self.in_flight = {}

@@ -1,0 +1,189 @@
+"""The driver loop shared by every kind: setup, step until a stop criterion, checkpoint.
+
+The algorithm object only needs `step() -> metrics`, `save(dir)`, `restore(dir)` and
+`close()` (the shape of a Ray Tune class trainable); everything about run directories,
+metrics files, progress and stopping lives here, once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from raydl import checkpoint as ckpt
+from raydl import registry
+from raydl.config import ConfigError, StopConfig, dump_yaml, load_experiment
+from raydl.metrics import MetricsWriter, Progress
+
+HEADLINE = "episode_return_mean"
+# Fields a resumed run may change: how long it goes on and what it writes, not what it is.
+RESUMABLE_OVERRIDES = ("stop.", "checkpoint.", "log.")
+
+
+@dataclass
+class RunResult:
+    """What `train` returns: where the run lives and how it ended."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    stopped_by: str
+    checkpoint: Path | None
+    wall_s: float
+    start_env_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def stop_reason(stop: StopConfig, metrics: dict[str, Any], elapsed_s: float) -> str | None:
+    """The first stop criterion met by the latest metrics, or None to go on."""
+    target = stop.episode_return_mean
+    value = metrics.get(HEADLINE)
+    if target is not None and value is not None and value >= target:
+        return f"{HEADLINE} {value:.4g} >= {target:g}"
+    if stop.env_steps and metrics.get("env_steps", 0) >= stop.env_steps:
+        return f"env_steps {metrics['env_steps']:,} reached"
+    if stop.iterations and metrics.get("iteration", 0) >= stop.iterations:
+        return f"iterations {stop.iterations} reached"
+    if stop.time_s and elapsed_s >= stop.time_s:
+        return f"time {stop.time_s:g}s reached"
+    return None
+
+
+def _new_run_dir(out: Path, name: str) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create output directory: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: output directory is not writable")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = out / f"{name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = out / f"{name}-{stamp}-{suffix}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def _load(
+    experiment: str | Path | dict[str, Any] | None,
+    overrides: list[str],
+    out: Path,
+    resume: Path | None,
+) -> tuple[Any, Path, Path | None]:
+    """Resolve (config, run directory, checkpoint to restore) before any work starts."""
+    if resume is None:
+        if experiment is None:
+            raise ConfigError("run: name an experiment (or --resume RUN_DIR)")
+        cfg = load_experiment(experiment, overrides)
+        name = Path(str(experiment)).stem if not isinstance(experiment, dict) else cfg.kind
+        return cfg, _new_run_dir(out, name), None
+    if not (resume / "config.yaml").is_file():
+        raise ConfigError(f"--resume {resume}: not a run directory (no config.yaml in it)")
+    for text in overrides:
+        if not text.startswith(RESUMABLE_OVERRIDES):
+            raise ConfigError(
+                f"--set {text!r}: cannot change this on --resume; allowed: "
+                + ", ".join(p + "*" for p in RESUMABLE_OVERRIDES)
+            )
+    cfg = load_experiment(resume / "config.yaml", overrides)
+    return cfg, resume, ckpt.latest_checkpoint(resume)
+
+
+def train(
+    experiment: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    out: str | Path = "runs",
+    resume: str | Path | None = None,
+    address: str | None = None,
+    progress: bool | None = None,
+    echo: bool = True,
+) -> RunResult:
+    """Run an experiment to its stop criterion; the Python API behind `raydl run`."""
+    from raydl.runtime import init_ray, resolve_address
+
+    resume_dir = Path(resume) if resume is not None else None
+    cfg, run_dir, restore_from = _load(experiment, overrides or [], Path(out), resume_dir)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    if cfg.runners.num > 0 or resolve_address(address):
+        init_ray(address)
+
+    algo = registry.algorithm_class(cfg.kind)(cfg)
+    writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
+    history: list[dict[str, Any]] = []
+    metrics: dict[str, Any] = {}
+    last_ckpt: Path | None = None
+    start = time.monotonic()
+    prior_time = 0.0
+    try:
+        if restore_from is not None:
+            algo.restore(restore_from)
+            writer.truncate_after(algo.iteration)
+            rows = [r for r in _rows(run_dir) if r["iteration"] <= algo.iteration]
+            prior_time = rows[-1]["time_total_s"] if rows else 0.0
+            metrics = rows[-1] if rows else {}
+        start_steps = int(metrics.get("env_steps", 0))
+        show = cfg.log.progress if progress is None else progress
+        bar = Progress(
+            cfg.stop.env_steps, "env steps", HEADLINE, enabled=show,
+            start_done=start_steps,
+        )
+
+        def save() -> Path:
+            return ckpt.write_checkpoint(
+                run_dir / "checkpoints", algo.iteration, algo.save, cfg.checkpoint.keep
+            )
+
+        reason = stop_reason(cfg.stop, metrics, prior_time) if metrics else None
+        try:
+            while reason is None:
+                metrics = algo.step()
+                metrics["time_total_s"] = prior_time + time.monotonic() - start
+                writer.write(metrics)
+                history.append(metrics)
+                bar.update(int(metrics.get("env_steps", 0)), metrics)
+                reason = stop_reason(cfg.stop, metrics, metrics["time_total_s"])
+                every = cfg.checkpoint.every
+                if every and algo.iteration % every == 0 and reason is None:
+                    last_ckpt = save()
+                    writer.plot(HEADLINE)
+        except KeyboardInterrupt:
+            last_ckpt = save()
+            bar.close()
+            raise
+        bar.close()
+        if cfg.checkpoint.at_end:
+            last_ckpt = save()
+        writer.plot(HEADLINE)
+    finally:
+        writer.close()
+        algo.close()
+    wall = time.monotonic() - start
+    result = RunResult(run_dir, metrics, reason or "", last_ckpt, wall, start_steps, history)
+    if echo:
+        print(summary_line(cfg, result), flush=True)
+    return result
+
+
+def _rows(run_dir: Path) -> list[dict[str, Any]]:
+    from raydl.metrics import read_metrics
+
+    return read_metrics(run_dir)
+
+
+def summary_line(cfg: Any, result: RunResult) -> str:
+    m = result.metrics
+    steps = m.get("env_steps", 0)
+    rate = (steps - result.start_env_steps) / max(result.wall_s, 1e-9)
+    value = m.get(HEADLINE)
+    shown = f"{value:.1f}" if isinstance(value, float) else "-"
+    return (
+        f"raydl: {cfg.kind} on {cfg.env} stopped ({result.stopped_by}) after "
+        f"{steps:,} env steps, {result.wall_s:.1f}s ({rate:,.0f} steps/s); "
+        f"{HEADLINE} {shown}; results in {result.run_dir}"
+    )

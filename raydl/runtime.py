@@ -1,0 +1,57 @@
+"""Connect to a Ray cluster or start a quiet embedded one on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# Set before Ray is imported anywhere: no usage-stats banner, no pages of deduplication
+# notes; these only silence chatter, errors still surface.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+
+AUTH_TOKEN_FILE = os.path.expanduser("~/.ray/auth_token")
+
+
+def resolve_address(address: str | None) -> str | None:
+    """--address wins, then RAY_ADDRESS; None means an embedded local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start or join Ray once per process, quietly.
+
+    Embedded Ray binds to 127.0.0.1 and runs no dashboard; joining a cluster started
+    with `ray start --head` uses the token Ray wrote there (token auth is on by default).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = resolve_address(address)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
+    common = dict(logging_level=logging.ERROR, log_to_driver=True, configure_logging=True)
+    if address:
+        if os.path.isfile(AUTH_TOKEN_FILE):
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        ray.init(address=address, **common)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **common,
+        )
+    for name in ("ray", "ray.train", "ray.tune", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,32 @@
+"""Reproducible seeds: one base seed per experiment, a distinct stream per worker."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+# Runner r gets base + RUNNER_STRIDE * (r + 1); its env i gets that + i. The stride keeps
+# streams apart for any realistic number of envs per runner, and the driver (r = -1)
+# keeps the base seed itself.
+RUNNER_STRIDE = 10_000
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def runner_seed(base: int, runner_index: int) -> int:
+    """The seed of runner `runner_index` (-1: the driver's in-process runner)."""
+    return base + RUNNER_STRIDE * (runner_index + 1)
+
+
+def env_seeds(base: int, runner_index: int, num_envs: int, generation: int = 0) -> list[int]:
+    """Seeds of the envs of one runner; `generation` counts resumes so a resumed run
+    does not replay the episodes it already saw."""
+    start = runner_seed(base, runner_index) + generation * 1_000_003
+    return [start + i for i in range(num_envs)]

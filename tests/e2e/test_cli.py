@@ -1,0 +1,109 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def raydl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "raydl", *args], cwd=cwd, env=env, text=True,
+        capture_output=True, timeout=timeout,
+    )
+
+
+def _run_dir(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("runs")
+    proc = raydl("run", "dqn_cartpole", "--set", "stop.env_steps=2000",
+                 "--set", "algo.steps_per_iteration=500", "--set", "checkpoint.every=2",
+                 "--out", str(out), cwd=out)
+    return out, proc
+
+
+def test_run_writes_a_complete_run_directory(trained) -> None:
+    out, proc = trained
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = _run_dir(out)
+    assert run_dir.name.startswith("dqn_cartpole-")
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert summary.startswith("raydl: dqn on CartPole-v1 stopped (env_steps 2,000 reached)")
+    assert str(run_dir) in summary
+    assert (run_dir / "config.yaml").read_text().count("stop:") == 1
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["env_steps"] == 2000
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert ckpts == ["iter_000002", "iter_000004"]
+    assert "Traceback" not in proc.stderr and "WARNING" not in proc.stderr
+
+
+def test_eval_plays_episodes_and_writes_gif(trained) -> None:
+    out, _ = trained
+    run_dir = _run_dir(out)
+    gif = out / "play.gif"
+    proc = raydl("eval", str(run_dir), "--episodes", "2", "--gif", str(gif), cwd=out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "episode 2: return" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("raydl eval: CartPole-v1, 2 episodes")
+    assert gif.read_bytes()[:6] == b"GIF89a"
+
+
+def test_resume_continues_the_run(trained) -> None:
+    out, _ = trained
+    run_dir = _run_dir(out)
+    proc = raydl("run", "--resume", str(run_dir), "--set", "stop.env_steps=3000", cwd=out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["env_steps"] == 3000
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("kind: dqn\nalgo: {lr: -3}\n", [], "algo.lr: expected a number > 0, got -3"),
+        ("kind: dqn\nalgo: {batch: 3}\n", [], "algo.batch: unknown key (did you mean 'batch_size'?)"),
+        ("kind: dqn\n", ["--set", "algo.gamma=2"], "algo.gamma: expected a number >= 0 and <= 1"),
+        ("kind: dqn\nenv: NoSuchEnv-v0\n", [], "env: unknown environment id 'NoSuchEnv-v0'"),
+        ("kind: dqn\nalgo: [\n", [], "invalid YAML at line"),
+    ],
+)
+def test_bad_experiment_is_a_one_line_error_with_exit_code_2(
+    tmp_path: Path, content: str, args: list[str], message: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    proc = raydl("run", str(bad), *args, "--out", str(tmp_path / "runs"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raydl: error: ") and message in lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_unwritable_out_and_missing_checkpoint(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = raydl("run", "dqn_cartpole", "--out", str(blocker / "runs"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "cannot create output directory" in proc.stderr
+    proc = raydl("eval", str(tmp_path / "nope"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "no such checkpoint or run directory" in proc.stderr
+
+
+def test_list_shows_experiments(tmp_path: Path) -> None:
+    proc = raydl("list", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0
+    assert "dqn_cartpole" in proc.stdout and "ddqn_cartpole_parallel" in proc.stdout
