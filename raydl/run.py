@@ -7,6 +7,7 @@ metrics files, progress and stopping lives here, once.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -114,6 +115,8 @@ def train(
         init_ray(address)
 
     algo = registry.algorithm_class(cfg.kind)(cfg)
+    if hasattr(algo, "runner_infos"):
+        (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
     writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
     history: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}

@@ -6,6 +6,8 @@ import logging
 import os
 import warnings
 
+from raydl.config import ConfigError
+
 # Set before Ray is imported anywhere: no usage-stats banner, no pages of deduplication
 # notes; these only silence chatter, errors still surface.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -27,18 +29,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     Embedded Ray binds to 127.0.0.1 and runs no dashboard; joining a cluster started
     with `ray start --head` uses the token Ray wrote there (token auth is on by default).
     """
+    address = resolve_address(address)
+    if address and os.path.isfile(AUTH_TOKEN_FILE):
+        # Read when Ray is imported, so it must be set first.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
         return
-    address = resolve_address(address)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
     common = dict(logging_level=logging.ERROR, log_to_driver=True, configure_logging=True)
     if address:
-        if os.path.isfile(AUTH_TOKEN_FILE):
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "auth" in str(exc).lower() or "token" in str(exc).lower():
+                reason = (
+                    "authentication failed: set RAY_AUTH_MODE=token and put the cluster's "
+                    f"token in {AUTH_TOKEN_FILE} (or RAY_AUTH_TOKEN)"
+                )
+            raise ConfigError(f"--address {address}: cannot connect to Ray: {reason}") from None
     else:
         ray.init(
             num_cpus=num_cpus,

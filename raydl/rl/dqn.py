@@ -198,13 +198,16 @@ class DQN:
     # ------------------------------------------------------------------ learning
     def _ingest(self, result: dict[str, Any]) -> None:
         self.buffer.add(result["transitions"])
+        before = self.env_steps
         self.env_steps += result["env_steps"]
         for ret, length in result["episodes"]:
             self.returns.append(ret)
             self.lengths.append(length)
             self.episodes += 1
-        if self.env_steps >= self.cfg.algo.learning_starts:
-            self.updates_owed += result["env_steps"] * self.cfg.algo.replay_ratio
+        # Owe updates only for the steps past learning_starts: updates = ratio * (steps - starts).
+        counted = self.env_steps - max(before, self.cfg.algo.learning_starts)
+        if counted > 0:
+            self.updates_owed += counted * self.cfg.algo.replay_ratio
 
     def _per_beta(self) -> float:
         algo = self.cfg.algo
@@ -267,7 +270,10 @@ class DQN:
     def step(self) -> dict[str, Any]:
         """One training iteration; returns its metrics."""
         start = time.perf_counter()
-        goal = self.env_steps + self.cfg.algo.steps_per_iteration
+        start_steps = self.env_steps
+        # An absolute goal, so iterations do not drift when chunks overshoot it.
+        per_iter = self.cfg.algo.steps_per_iteration
+        goal = (self.env_steps // per_iter + 1) * per_iter
         losses: list[float] = []
         qs: list[float] = []
         staleness: list[int] = []
@@ -276,7 +282,9 @@ class DQN:
         while self.env_steps < goal:
             eps = self.epsilon(self.env_steps)
             if self.local is not None:
-                result = self.local.sample(self.cfg.runners.rollout_length, eps)
+                # Never sample past the goal in-process, so step counts come out exact.
+                left = -(-(goal - self.env_steps) // self.local.num_envs)
+                result = self.local.sample(min(self.cfg.runners.rollout_length, left), eps)
             else:
                 assert self.pool is not None
                 result = self.pool.next_result()
@@ -293,7 +301,7 @@ class DQN:
                 )
         self.iteration += 1
         elapsed = time.perf_counter() - start
-        steps = self.cfg.algo.steps_per_iteration
+        steps = self.env_steps - start_steps
         metrics: dict[str, Any] = {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
@@ -386,6 +394,13 @@ class DQN:
         else:
             assert self.pool is not None
             self.pool.set_states(state["runners"])
+
+    def runner_infos(self) -> list[dict[str, Any]]:
+        """Where each runner lives (pid, Ray node id, cluster address)."""
+        if self.local is not None:
+            return [self.local.info()]
+        assert self.pool is not None
+        return self.pool.infos()
 
     @staticmethod
     def load_policy(directory: Path, cfg: DQNExperiment) -> torch.nn.Module:

@@ -122,15 +122,14 @@ class EnvRunner:
 
     def info(self) -> dict[str, Any]:
         """Where this runner lives (pid, Ray node id when inside Ray)."""
-        node_id = None
-        try:
-            import ray
+        info: dict[str, Any] = {"runner": self.runner_index, "pid": os.getpid()}
+        import ray
 
-            if ray.is_initialized():
-                node_id = ray.get_runtime_context().get_node_id()
-        except Exception:  # noqa: BLE001 - info is best effort, never fatal
-            pass
-        return {"runner": self.runner_index, "pid": os.getpid(), "node_id": node_id}
+        if ray.is_initialized():
+            context = ray.get_runtime_context()
+            info["node_id"] = context.get_node_id()
+            info["gcs_address"] = context.gcs_address
+        return info
 
     def close(self) -> None:
         self.envs.close()
