@@ -53,6 +53,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             raise ConfigError(f"--address {address}: cannot connect to Ray: {reason}") from None
     else:
         ray.init(
+            # "local" always starts a new instance; a bare init() would silently join
+            # whatever `ray start` cluster happens to run on this machine.
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",

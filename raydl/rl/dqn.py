@@ -5,9 +5,9 @@ One iteration of `DQN.step()`:
     repeat until `steps_per_iteration` new env steps have arrived:
         take the next finished sample batch (from any runner, `ray.wait`)
         store its transitions in replay; owe `replay_ratio` updates per env step
+        hand that runner fresh weights (every `sync_weights_every` requests) and re-send it
         do the owed updates: minibatch -> TD target -> Huber loss -> gradient step
         every `target_update` env steps: target <- tau * online + (1 - tau) * target
-        hand that runner fresh weights (every `sync_weights_every` requests) and re-send it
 
 Runners never wait for the learner except through their own single in-flight request,
 so a slow runner never stalls the others, and the replay ratio holds for any number of
@@ -290,8 +290,8 @@ class DQN:
                 result = self.pool.next_result()
                 staleness.append(self.updates - result["weights_version"])
             self._ingest(result)
-            self._learn(losses, qs)
             if self.pool is not None:
+                # Re-send before learning, so the runner samples while the learner trains.
                 self.pool.resubmit(
                     result["runner"],
                     self.cfg.runners.rollout_length,
@@ -299,6 +299,7 @@ class DQN:
                     weights=lambda: self.q.state_dict(),
                     version=self.updates,
                 )
+            self._learn(losses, qs)
         self.iteration += 1
         elapsed = time.perf_counter() - start
         steps = self.env_steps - start_steps

@@ -26,8 +26,9 @@ def _run_dir(out: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     out = tmp_path_factory.mktemp("runs")
-    proc = raydl("run", "dqn_cartpole", "--set", "stop.env_steps=2000",
-                 "--set", "algo.steps_per_iteration=500", "--set", "checkpoint.every=2",
+    # the runner actor samples 4 envs x 16 steps = 64 per request: 512 is a multiple
+    proc = raydl("run", "dqn_cartpole", "--set", "stop.env_steps=2048",
+                 "--set", "algo.steps_per_iteration=512", "--set", "checkpoint.every=2",
                  "--out", str(out), cwd=out)
     return out, proc
 
@@ -38,12 +39,14 @@ def test_run_writes_a_complete_run_directory(trained) -> None:
     run_dir = _run_dir(out)
     assert run_dir.name.startswith("dqn_cartpole-")
     summary = proc.stdout.strip().splitlines()[-1]
-    assert summary.startswith("raydl: dqn on CartPole-v1 stopped (env_steps 2,000 reached)")
+    assert summary.startswith("raydl: dqn on CartPole-v1 stopped (env_steps 2,048 reached)")
     assert str(run_dir) in summary
     assert (run_dir / "config.yaml").read_text().count("stop:") == 1
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
-    assert rows[-1]["env_steps"] == 2000
+    assert rows[-1]["env_steps"] == 2048
+    runners = json.loads((run_dir / "runners.json").read_text())
+    assert len(runners) == 1 and runners[0]["node_id"]  # a real Ray actor sampled
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "curve.png").read_bytes()[:4] == b"\x89PNG"
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
@@ -65,11 +68,11 @@ def test_eval_plays_episodes_and_writes_gif(trained) -> None:
 def test_resume_continues_the_run(trained) -> None:
     out, _ = trained
     run_dir = _run_dir(out)
-    proc = raydl("run", "--resume", str(run_dir), "--set", "stop.env_steps=3000", cwd=out)
+    proc = raydl("run", "--resume", str(run_dir), "--set", "stop.env_steps=3072", cwd=out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert rows[-1]["env_steps"] == 3000
+    assert rows[-1]["env_steps"] == 3072
 
 
 @pytest.mark.parametrize(

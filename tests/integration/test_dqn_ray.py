@@ -38,8 +38,10 @@ def test_two_runner_actors_sample_in_parallel_and_keep_the_replay_ratio() -> Non
         assert abs(metrics["learner_updates"] - expected) <= chunk * cfg.algo.replay_ratio + 1
         assert metrics["loss"] is not None and np.isfinite(metrics["loss"])
         assert "weights_staleness_mean" in metrics
-        # the buffer holds every ingested transition (capacity not reached)
-        assert metrics["buffer_size"] == metrics["env_steps"]
+        # the buffer holds every ingested transition (capacity not reached), except the
+        # last n-1 steps of each env, still waiting in the n-step windows
+        pending = (cfg.algo.n_step - 1) * cfg.runners.envs_per_runner * cfg.runners.num
+        assert 0 <= metrics["env_steps"] - metrics["buffer_size"] <= pending
     finally:
         algo.close()
 
@@ -87,7 +89,7 @@ def test_resume_continues_counters_buffer_and_metrics(tmp_path: Path) -> None:
     second = train(resume=first.run_dir, overrides=["stop.iterations=3"], progress=False, echo=False)
     assert second.run_dir == first.run_dir
     assert second.metrics["iteration"] == 3
-    assert second.metrics["env_steps"] >= first.metrics["env_steps"] + 1000
+    assert second.metrics["env_steps"] >= 3 * 1000  # iteration goals are absolute
     assert second.metrics["learner_updates"] > first.metrics["learner_updates"]
     rows = [json.loads(line) for line in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3]  # no duplicated or missing rows

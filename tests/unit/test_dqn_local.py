@@ -5,7 +5,7 @@ import torch
 from raydl.config import load_experiment
 from raydl.rl.dqn import DQN
 
-TINY = ["algo.hidden=[16]", "algo.steps_per_iteration=200", "algo.learning_starts=100",
+TINY = ["runners.num=0", "algo.hidden=[16]", "algo.steps_per_iteration=200", "algo.learning_starts=100",
         "runners.envs_per_runner=2", "log.tensorboard=false"]
 
 
@@ -39,3 +39,17 @@ def test_iteration_metrics_and_exact_step_counts() -> None:
         assert 400 - 2 * 2 <= m2["buffer_size"] <= 400
     finally:
         algo.close()
+
+
+def test_same_seed_same_run_other_seed_other_run() -> None:
+    def one(seed: int) -> tuple:
+        algo = DQN(load_experiment("dqn_cartpole", TINY + [f"seed={seed}"]))
+        try:
+            algo.step()
+            m = algo.step()
+            return m["episode_return_mean"], m["loss"], m["q_mean"]
+        finally:
+            algo.close()
+
+    assert one(3) == one(3)
+    assert one(3) != one(4)
