@@ -164,35 +164,29 @@ class DQN:
         self.last_target_update = 0
         self.returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
-        self.runner_kwargs = dict(
-            seed=cfg.seed, n_step=algo.n_step, gamma=algo.gamma, generation=generation
-        )
-        self._start_runners(generation)
+        self.generation = generation  # +1 per resume: new env seeds
+        self._start_runners()
 
-    def _start_runners(self, generation: int) -> None:
+    def _start_runners(self) -> None:
         cfg = self.cfg
-        self.runner_kwargs["generation"] = generation
+        kwargs: dict[str, Any] = dict(
+            env_id=cfg.env,
+            num_envs=cfg.runners.envs_per_runner,
+            policy_fn=self.policy_fn,
+            seed=cfg.seed,
+            n_step=cfg.algo.n_step,
+            gamma=cfg.algo.gamma,
+            generation=self.generation,
+        )
         if cfg.runners.num == 0:
-            self.local = EnvRunner(
-                cfg.env, cfg.runners.envs_per_runner, self.policy_fn, torch_threads=None,
-                **self.runner_kwargs,
-            )
+            self.local: EnvRunner | None = EnvRunner(**kwargs, torch_threads=None)
             self.local.share_policy(self.q)
             self.pool = None
         else:
             from raydl.rl.runner_pool import RunnerPool
 
             self.local = None
-            self.pool = RunnerPool(
-                cfg.runners,
-                lambda index: dict(
-                    env_id=cfg.env,
-                    num_envs=cfg.runners.envs_per_runner,
-                    policy_fn=self.policy_fn,
-                    runner_index=index,
-                    **self.runner_kwargs,
-                ),
-            )
+            self.pool = RunnerPool(cfg.runners, lambda index: {**kwargs, "runner_index": index})
             self.pool.broadcast_weights(self.q.state_dict(), self.updates)
 
     # ------------------------------------------------------------------ learning
@@ -348,7 +342,7 @@ class DQN:
                 "last_target_update": self.last_target_update,
                 "returns": list(self.returns),
                 "lengths": list(self.lengths),
-                "generation": self.runner_kwargs["generation"],
+                "generation": self.generation,
                 "numpy_rng": _legacy_np_state(),
                 "buffer_rng": self.buffer.rng.bit_generator.state,
                 "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
@@ -388,13 +382,14 @@ class DQN:
         version, internal, gauss = state["python_rng"]
         random.setstate((version, tuple(internal), gauss))
         # New episodes with new env seeds: a resumed run must not replay old episodes.
-        self.close()
-        self._start_runners(state["generation"] + 1)
+        self.generation = state["generation"] + 1
         if self.local is not None:
+            self.local.reset(self.generation)
             self.local.set_state(state["runners"][0])
         else:
             assert self.pool is not None
-            self.pool.set_states(state["runners"])
+            self.pool.reset(self.generation, state["runners"])
+            self.pool.broadcast_weights(self.q.state_dict(), self.updates)
 
     def runner_infos(self) -> list[dict[str, Any]]:
         """Where each runner lives (pid, Ray node id, cluster address)."""

@@ -49,10 +49,19 @@ class EnvRunner:
         self.policy.eval()
         self.rng = np.random.default_rng(runner_seed(seed, runner_index))
         self.nstep = NStepAccumulator(n_step, gamma, num_envs)
-        self.obs, _ = self.envs.reset(seed=env_seeds(seed, runner_index, num_envs, generation))
-        self.ep_return = np.zeros(num_envs)
-        self.ep_length = np.zeros(num_envs, np.int64)
+        self.seed = seed
         self.weights_version = -1
+        self.reset(generation)
+
+    def reset(self, generation: int) -> None:
+        """Start fresh episodes with the env seeds of `generation` (0 for a new run, +1
+        per resume, so a resumed run never replays the episodes it already saw)."""
+        self.obs, _ = self.envs.reset(
+            seed=env_seeds(self.seed, self.runner_index, self.num_envs, generation)
+        )
+        self.nstep.reset()
+        self.ep_return = np.zeros(self.num_envs)
+        self.ep_length = np.zeros(self.num_envs, np.int64)
 
     # -- policy -------------------------------------------------------------------------
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:

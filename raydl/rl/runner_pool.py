@@ -70,13 +70,16 @@ class RunnerPool:
             actor.set_weights.remote(self._weights(weights, version), version)
         self.in_flight[actor.sample.remote(num_steps, epsilon)] = index
 
+    def reset(self, generation: int, states: list[dict[str, Any]]) -> None:
+        """Drop in-flight samples; restart every runner's episodes and restore its RNG."""
+        self.in_flight = {}
+        refs = [a.reset.remote(generation) for a in self.actors]
+        if len(states) == len(self.actors):  # else a different runner count: fresh RNGs
+            refs += [a.set_state.remote(s) for a, s in zip(self.actors, states)]
+        ray.get(refs)
+
     def get_states(self) -> list[dict[str, Any]]:
         return ray.get([a.get_state.remote() for a in self.actors])
-
-    def set_states(self, states: list[dict[str, Any]]) -> None:
-        if len(states) != len(self.actors):
-            return  # a different runner count: keep the fresh seeds
-        ray.get([a.set_state.remote(s) for a, s in zip(self.actors, states)])
 
     def infos(self) -> list[dict[str, Any]]:
         return ray.get([a.info.remote() for a in self.actors])
