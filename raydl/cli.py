@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="a checkpoint directory or a run directory (latest)")
     ev.add_argument("--episodes", type=int, default=10, help="whole episodes to play")
     ev.add_argument("--gif", type=Path, help="write the first episode as an animated GIF")
-    ev.add_argument("--epsilon", type=float, default=0.0, help="random-action rate")
+    ev.add_argument("--epsilon", type=float, default=None,
+                    help="random-action rate (default: 0.05 on Atari as in the DQN papers, "
+                         "else 0)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     return p
 
@@ -73,20 +75,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from raydl import checkpoint as ckpt
     from raydl import registry
     from raydl.config import load_experiment
+    from raydl.envs.atari import is_atari
     from raydl.rl.evaluate import evaluate
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
-    if not 0.0 <= args.epsilon <= 1.0:
+    if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
     path = Path(args.checkpoint)
     if not path.exists():
         raise ConfigError(f"{path}: no such checkpoint or run directory")
     directory = ckpt.latest_checkpoint(path)
     cfg = load_experiment(directory / "config.yaml")
+    epsilon = args.epsilon
+    if epsilon is None:
+        epsilon = 0.05 if is_atari(cfg.env) else 0.0
     net = registry.algorithm_class(cfg.kind).load_policy(directory, cfg)
-    result = evaluate(cfg.env, net, args.episodes, seed=args.seed, epsilon=args.epsilon,
-                      gif=args.gif)
+    result = evaluate(cfg.env, net, args.episodes, seed=args.seed, epsilon=epsilon,
+                      gif=args.gif, atari=getattr(cfg, "atari", None))
     for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
         print(f"episode {i + 1}: return {ret:.1f}, length {length}")
     print(

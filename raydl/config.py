@@ -88,6 +88,19 @@ class RunnersConfig:
 
 
 @dataclass
+class AtariConfig:
+    """DeepMind Atari preprocessing (used for ALE/* envs only)."""
+
+    sticky_actions: float = param(0.25, "repeat-previous-action probability (v5: 0.25)", ge=0, le=1)
+    noop_max: int = param(30, "random no-ops after reset (up to)", ge=0)
+    frame_skip: int = param(4, "emulator frames per agent step (max over the last two)", ge=1)
+    frame_stack: int = param(4, "frames stacked into one observation", ge=1)
+    screen_size: int = param(84, "square grayscale frame size", ge=16)
+    terminal_on_life_loss: bool = param(True, "a lost life is a terminal for learning")
+    clip_rewards: bool = param(True, "learn from the sign of rewards (scores stay raw)")
+
+
+@dataclass
 class CheckpointConfig:
     """How often the whole training state is written, and how many copies are kept."""
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import functools
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
-from raydl.config import ConfigError
+from raydl.config import AtariConfig, ConfigError
+from raydl.envs.atari import is_atari, make_atari, register_ale
 
 
 def check_env_id(env_id: str) -> None:
     """Raise a one-line ConfigError if gymnasium does not know `env_id`."""
+    if is_atari(env_id):
+        register_ale()
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=1)
@@ -20,21 +23,27 @@ def check_env_id(env_id: str) -> None:
     raise ConfigError(f"env: unknown environment id {env_id!r}{hint}")
 
 
-def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
-    """One environment, as gymnasium registers it."""
+def make_env(
+    env_id: str, render_mode: str | None = None, atari: AtariConfig | None = None
+) -> gym.Env:
+    """One environment; ALE/* ids get DeepMind preprocessing (`atari`, or its defaults)."""
     check_env_id(env_id)
-    return gym.make(env_id, render_mode=render_mode, **kwargs)
+    if is_atari(env_id):
+        a = atari or AtariConfig()
+        return make_atari(
+            env_id, sticky_actions=a.sticky_actions, noop_max=a.noop_max,
+            frame_skip=a.frame_skip, screen_size=a.screen_size, frame_stack=a.frame_stack,
+            render_mode=render_mode,
+        )
+    return gym.make(env_id, render_mode=render_mode)
 
 
-def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv:
+def make_vector_env(
+    env_id: str, num_envs: int, atari: AtariConfig | None = None
+) -> gym.vector.VectorEnv:
     """`num_envs` copies stepped in this process. Same-step autoreset: an env that ends
     is reset within the same `step`, and its last observation is in info['final_obs'],
     which is exactly what a replay buffer needs."""
     check_env_id(env_id)
-    return gym.make_vec(
-        env_id,
-        num_envs=num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-        **kwargs,
-    )
+    fns = [functools.partial(make_env, env_id, None, atari) for _ in range(num_envs)]
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)

@@ -27,6 +27,8 @@ def register_ale() -> None:
     if not _REGISTERED:
         import ale_py
 
+        # Only errors from the emulator: no banner on every env creation.
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         gym.register_envs(ale_py)
         _REGISTERED = True
 

@@ -29,6 +29,7 @@ import torch
 
 from raydl import checkpoint as ckpt
 from raydl.config import (
+    AtariConfig,
     CheckpointConfig,
     ConfigError,
     LogConfig,
@@ -41,6 +42,7 @@ from raydl.config import (
 from raydl.envs import check_env_id, make_env
 from raydl.nn import Activation, Loss, Optimizer, make_optimizer
 from raydl.rl.buffer import PrioritizedReplayBuffer, ReplayBuffer
+from raydl.rl.frame_buffer import FrameReplayBuffer
 from raydl.rl.losses import q_loss, td_target
 from raydl.rl.networks import QNetwork
 from raydl.rl.runner import EnvRunner
@@ -80,6 +82,9 @@ class DQNConfig:
     epsilon_steps: int = param(10_000, "env steps to anneal epsilon over", ge=0)
     steps_per_iteration: int = param(1_000, "env steps per training iteration", ge=1)
     learner_threads: int = param(1, "torch threads of the learner (0: torch's default)", ge=0)
+    device: Literal["auto", "cpu", "cuda"] = param(
+        "auto", "learner device (auto: cuda when present); runners always act on CPU"
+    )
 
 
 @dataclass
@@ -94,6 +99,7 @@ class DQNExperiment:
     runners: RunnersConfig = section(RunnersConfig, "environment runners")
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpointing")
     log: LogConfig = section(LogConfig, "outputs")
+    atari: AtariConfig = section(AtariConfig, "Atari preprocessing (ALE/* envs)")
 
     def validate(self) -> None:
         check_env_id(self.env)
@@ -102,12 +108,21 @@ class DQNExperiment:
                 f"algo.batch_size: {self.algo.batch_size} is larger than algo.buffer_size "
                 f"{self.algo.buffer_size}"
             )
-        space = make_env(self.env).action_space
+        probe = make_env(self.env, atari=self.atari)
+        space, obs_shape = probe.action_space, probe.observation_space.shape
+        probe.close()
         if not hasattr(space, "n"):
             raise ConfigError(
                 f"env: {self.env} has a {type(space).__name__} action space; DQN needs "
                 "a Discrete one"
             )
+        if self.algo.prioritized and obs_shape is not None and len(obs_shape) == 3:
+            raise ConfigError(
+                "algo.prioritized: not available with pixel observations yet (their replay "
+                "stores each frame once); allowed: false"
+            )
+        if self.algo.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("algo.device: 'cuda' but no CUDA device is visible; allowed: auto, cpu")
 
 
 def _legacy_np_state() -> list[Any]:
@@ -116,8 +131,17 @@ def _legacy_np_state() -> list[Any]:
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
 
 
-def build_q_network(obs_dim: int, num_actions: int, algo: DQNConfig) -> QNetwork:
-    return QNetwork(obs_dim, num_actions, algo.hidden, algo.activation, algo.dueling)
+def build_q_network(
+    obs_shape: tuple[int, ...], num_actions: int, algo: DQNConfig
+) -> QNetwork:
+    """MLP for vector observations, Nature CNN (+ `hidden` layers) for frame stacks."""
+    return QNetwork(obs_shape, num_actions, algo.hidden, algo.activation, algo.dueling)
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
 
 
 class DQN:
@@ -133,21 +157,28 @@ class DQN:
         seed_everything(cfg.seed)
         if algo.learner_threads:
             torch.set_num_threads(algo.learner_threads)
-        probe = make_env(cfg.env)
+        probe = make_env(cfg.env, atari=cfg.atari)
         obs_space, num_actions = probe.observation_space, int(probe.action_space.n)  # type: ignore[attr-defined]
         probe.close()
-        obs_dim = int(np.prod(obs_space.shape))
-        self.policy_fn = functools.partial(build_q_network, obs_dim, num_actions, algo)
-        self.q = self.policy_fn()
-        self.target = self.policy_fn()
+        obs_shape = tuple(obs_space.shape)  # type: ignore[arg-type]
+        # Pixel observations: replay keeps each frame once and rebuilds the stacks.
+        self.frames = len(obs_shape) == 3
+        self.device = _device(algo.device)
+        self.policy_fn = functools.partial(build_q_network, obs_shape, num_actions, algo)
+        self.q = self.policy_fn().to(self.device)
+        self.target = self.policy_fn().to(self.device)
         self.target.load_state_dict(self.q.state_dict())
         self.target.requires_grad_(False)
         self.optimizer = make_optimizer(
             algo.optimizer, self.q.parameters(), algo.lr, momentum=algo.momentum, eps=algo.adam_eps
         )
         buffer_seed = cfg.seed + 1
-        if algo.prioritized:
-            self.buffer: ReplayBuffer = PrioritizedReplayBuffer(
+        if self.frames:
+            self.buffer: ReplayBuffer | FrameReplayBuffer = FrameReplayBuffer(
+                algo.buffer_size, obs_shape[1:], obs_shape[0], buffer_seed
+            )
+        elif algo.prioritized:
+            self.buffer = PrioritizedReplayBuffer(
                 algo.buffer_size, obs_space.shape, obs_space.dtype, buffer_seed, algo.per_alpha
             )
         else:
@@ -174,13 +205,16 @@ class DQN:
             num_envs=cfg.runners.envs_per_runner,
             policy_fn=self.policy_fn,
             seed=cfg.seed,
-            n_step=cfg.algo.n_step,
+            n_step=1 if self.frames else cfg.algo.n_step,  # frame replay folds n at sampling
             gamma=cfg.algo.gamma,
             generation=self.generation,
+            atari=cfg.atari,
+            frames=self.frames,
         )
         if cfg.runners.num == 0:
             self.local: EnvRunner | None = EnvRunner(**kwargs, torch_threads=None)
-            self.local.share_policy(self.q)
+            if self.device.type == "cpu":
+                self.local.share_policy(self.q)  # same process, same device: no copies
             self.pool = None
         else:
             from raydl.rl.runner_pool import RunnerPool
@@ -191,7 +225,10 @@ class DQN:
 
     # ------------------------------------------------------------------ learning
     def _ingest(self, result: dict[str, Any]) -> None:
-        self.buffer.add(result["transitions"])
+        if isinstance(self.buffer, FrameReplayBuffer):
+            self.buffer.add_sample(result["runner"], result["transitions"])
+        else:
+            self.buffer.add(result["transitions"])
         before = self.env_steps
         self.env_steps += result["env_steps"]
         for ret, length in result["episodes"]:
@@ -210,9 +247,13 @@ class DQN:
 
     def _update(self) -> tuple[float, float]:
         algo = self.cfg.algo
-        b = self.buffer.sample(algo.batch_size, beta=self._per_beta())
-        obs = torch.as_tensor(b["obs"])
-        next_obs = torch.as_tensor(b["next_obs"])
+        if isinstance(self.buffer, FrameReplayBuffer):
+            b = self.buffer.sample(algo.batch_size, algo.n_step, algo.gamma)
+        else:
+            b = self.buffer.sample(algo.batch_size, beta=self._per_beta())
+        dev = self.device
+        obs = torch.as_tensor(b["obs"]).to(dev, non_blocking=True)
+        next_obs = torch.as_tensor(b["next_obs"]).to(dev, non_blocking=True)
         with torch.no_grad():
             next_q_target = self.target(next_obs)
         if algo.double_q:
@@ -222,23 +263,24 @@ class DQN:
         else:
             q_values, next_q_online = self.q(obs), None
         targets = td_target(
-            torch.as_tensor(b["reward"]),
-            torch.as_tensor(b["discount"]),
-            torch.as_tensor(b["terminated"]),
+            torch.as_tensor(b["reward"]).to(dev),
+            torch.as_tensor(b["discount"]).to(dev),
+            torch.as_tensor(b["terminated"]).to(dev),
             next_q_target,
             next_q_online,
             algo.double_q,
         )
         loss, td_errors = q_loss(
-            q_values, torch.as_tensor(b["action"]), targets, torch.as_tensor(b["weights"]),
-            algo.loss,
+            q_values, torch.as_tensor(b["action"]).to(dev), targets,
+            torch.as_tensor(b["weights"]).to(dev), algo.loss,
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if algo.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.q.parameters(), algo.grad_clip, foreach=True)
         self.optimizer.step()
-        self.buffer.update_priorities(b["indices"], td_errors.numpy())
+        if isinstance(self.buffer, ReplayBuffer):
+            self.buffer.update_priorities(b["indices"], td_errors.cpu().numpy())
         self.updates += 1
         return float(loss.detach()), float(q_values.detach().mean())
 
@@ -276,6 +318,8 @@ class DQN:
         while self.env_steps < goal:
             eps = self.epsilon(self.env_steps)
             if self.local is not None:
+                if self.local.policy is not self.q:  # learner on GPU: refresh the CPU copy
+                    self.local.set_weights(self.q.state_dict(), self.updates)
                 # Never sample past the goal in-process, so step counts come out exact.
                 left = -(-(goal - self.env_steps) // self.local.num_envs)
                 result = self.local.sample(min(self.cfg.runners.rollout_length, left), eps)
@@ -412,11 +456,11 @@ class DQN:
 
 def load_policy(directory: Path, cfg: DQNExperiment) -> torch.nn.Module:
     """The greedy Q-network stored in checkpoint `directory`."""
-    probe = make_env(cfg.env)
-    obs_dim = int(np.prod(probe.observation_space.shape))  # type: ignore[arg-type]
+    probe = make_env(cfg.env, atari=cfg.atari)
+    obs_shape = tuple(probe.observation_space.shape)  # type: ignore[arg-type]
     num_actions = int(probe.action_space.n)  # type: ignore[attr-defined]
     probe.close()
-    net = build_q_network(obs_dim, num_actions, cfg.algo)
+    net = build_q_network(obs_shape, num_actions, cfg.algo)
     model = ckpt.load_torch(directory / "model.pt")
     try:
         net.load_state_dict(model["q"])

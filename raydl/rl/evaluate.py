@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raydl.config import AtariConfig
 from raydl.envs import make_env
 
 # Eval seeds live far from training seeds so evaluation never replays training episodes.
@@ -48,9 +49,11 @@ def evaluate(
     gif: Path | None = None,
     gif_fps: int = 30,
     max_gif_frames: int = 2_000,
+    atari: AtariConfig | None = None,
 ) -> EvalResult:
-    """Play `episodes` whole episodes; the first one is recorded to `gif` if given."""
-    env = make_env(env_id, render_mode="rgb_array" if gif else None)
+    """Play `episodes` whole episodes (whole games on Atari, raw scores); the first one
+    is recorded to `gif` if given."""
+    env = make_env(env_id, render_mode="rgb_array" if gif else None, atari=atari)
     rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
     act = epsilon_greedy(net, int(env.action_space.n), epsilon, rng)  # type: ignore[attr-defined]
     returns, lengths = [], []

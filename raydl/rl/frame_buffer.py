@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 Batch = dict[str, np.ndarray]
+_ARRAYS = ("frames", "prev", "next", "written", "action", "reward", "terminated", "ended",
+           "has_action")
 
 
 class FrameReplayBuffer:
@@ -98,6 +100,51 @@ class FrameReplayBuffer:
         self.next[i] = nxt
         self.head[stream] = nxt
 
+    def add_sample(self, runner: int, sample: dict[str, Any]) -> int:
+        """Replay a frame-mode EnvRunner sample (see runner.FRAME_FIELDS) into the ring,
+        in the order it happened; streams are (runner, env). Returns steps added."""
+        for e, frame in sample["starts"]:
+            self.start_episode((runner, e), frame)
+        restarts: dict[tuple[int, int], np.ndarray] = {
+            (t, e): frame for t, e, frame in sample["restarts"]
+        }
+        steps, num_envs = sample["action"].shape
+        for t in range(steps):
+            for e in range(num_envs):
+                self.add_step(
+                    (runner, e),
+                    int(sample["action"][t, e]),
+                    float(sample["reward"][t, e]),
+                    sample["next_frame"][t, e],
+                    bool(sample["terminated"][t, e]),
+                    bool(sample["ended"][t, e]),
+                )
+                if (t, e) in restarts:
+                    self.start_episode((runner, e), restarts[(t, e)])
+        return steps * num_envs
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The stored part of every array (no pickle needed). Stream heads are not
+        kept: a restored run starts new episodes."""
+        live = min(self.count, self.capacity)
+        state = {name: getattr(self, name)[:live] for name in _ARRAYS}
+        state["_counters"] = np.array([self.count, self.capacity], np.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        count, capacity = (int(x) for x in state["_counters"])
+        if capacity != self.capacity:
+            raise ValueError(
+                f"replay buffer capacity in checkpoint is {capacity}, config says "
+                f"{self.capacity}"
+            )
+        live = min(count, capacity)
+        for name in _ARRAYS:
+            getattr(self, name)[:live] = state[name]
+        self.count = count
+        self.head = {}
+
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
         """Transitions that can currently be sampled from (upper bound)."""
@@ -164,6 +211,4 @@ class FrameReplayBuffer:
 
     def nbytes(self) -> int:
         """Bytes held by the buffer's arrays."""
-        arrays = (self.frames, self.prev, self.next, self.written, self.action, self.reward,
-                  self.terminated, self.ended, self.has_action)
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(getattr(self, name).nbytes for name in _ARRAYS))

@@ -16,9 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from raydl.config import AtariConfig
 from raydl.envs import make_vector_env
+from raydl.envs.atari import is_atari
 from raydl.rl.buffer import Batch, NStepAccumulator
 from raydl.seeding import env_seeds, runner_seed
+
+# Per-step arrays of a frame-mode sample, each shaped (steps, num_envs, ...).
+FRAME_FIELDS = ("action", "reward", "next_frame", "terminated", "ended")
 
 
 class EnvRunner:
@@ -36,13 +41,20 @@ class EnvRunner:
         gamma: float = 0.99,
         generation: int = 0,
         torch_threads: int | None = 1,
+        atari: AtariConfig | None = None,
+        frames: bool = False,
     ) -> None:
         if torch_threads:
             # A tiny policy forward is slower with several threads, and N runners on a
             # few cores would fight over them.
             torch.set_num_threads(torch_threads)
         self.runner_index = runner_index
-        self.envs = make_vector_env(env_id, num_envs)
+        self.envs = make_vector_env(env_id, num_envs, atari)
+        # Atari training signals (the env itself reports raw scores and whole games).
+        self.clip_rewards = bool(atari and is_atari(env_id) and atari.clip_rewards)
+        self.life_loss_terminal = bool(atari and is_atari(env_id) and atari.terminal_on_life_loss)
+        # frames=True: emit single frames for a FrameReplayBuffer instead of transitions.
+        self.frames = frames
         self.num_envs = num_envs
         self.num_actions = int(self.envs.single_action_space.n)  # type: ignore[attr-defined]
         self.policy = policy_fn()
@@ -62,6 +74,8 @@ class EnvRunner:
         self.nstep.reset()
         self.ep_return = np.zeros(self.num_envs)
         self.ep_length = np.zeros(self.num_envs, np.int64)
+        # Episodes begun since the last sample, for the frame buffer: (env, first frame).
+        self.starts = [(e, self.obs[e][-1]) for e in range(self.num_envs)]
 
     # -- policy -------------------------------------------------------------------------
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
@@ -91,7 +105,10 @@ class EnvRunner:
         start = time.perf_counter()
         batches: list[Batch] = []
         episodes: list[tuple[float, int]] = []
-        for _ in range(num_steps):
+        steps: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
+        starts, self.starts = self.starts, []
+        restarts: list[tuple[int, int, np.ndarray]] = []
+        for t in range(num_steps):
             obs = self.obs
             actions = self.act(obs, epsilon)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
@@ -101,9 +118,23 @@ class EnvRunner:
                 real_next = next_obs.copy()
                 for e in np.flatnonzero(ended):
                     real_next[e] = info["final_obs"][e]
-            batches.append(
-                self.nstep.push(obs, actions, rewards, real_next, terminated, truncated)
-            )
+            learn_rewards = np.sign(rewards).astype(np.float32) if self.clip_rewards else rewards
+            learn_terminal = terminated
+            if self.life_loss_terminal:
+                learn_terminal = terminated | np.asarray(info.get("life_lost", False), bool)
+            if self.frames:
+                steps["action"].append(actions)
+                steps["reward"].append(np.asarray(learn_rewards, np.float32))
+                steps["next_frame"].append(real_next[:, -1])
+                steps["terminated"].append(learn_terminal)
+                steps["ended"].append(learn_terminal | truncated)
+                restarts += [(t, int(e), next_obs[e][-1]) for e in np.flatnonzero(ended)]
+            else:
+                batches.append(
+                    self.nstep.push(
+                        obs, actions, learn_rewards, real_next, learn_terminal, truncated
+                    )
+                )
             self.ep_return += rewards
             self.ep_length += 1
             for e in np.flatnonzero(ended):
@@ -111,7 +142,14 @@ class EnvRunner:
                 self.ep_return[e] = 0.0
                 self.ep_length[e] = 0
             self.obs = next_obs
-        transitions = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        if self.frames:
+            transitions: dict[str, Any] = {
+                "starts": starts,
+                "restarts": restarts,
+                **{k: np.stack(v) for k, v in steps.items()},  # (T, num_envs, ...)
+            }
+        else:
+            transitions = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
         return {
             "transitions": transitions,
             "episodes": episodes,

@@ -31,7 +31,9 @@ class RunnerPool:
     def _weights(self, state_dict: Callable[[], dict[str, torch.Tensor]], version: int) -> Any:
         # One object-store copy per learner version, shared by every runner that needs it.
         if self._weights_version != version or self._weights_ref is None:
-            self._weights_ref = ray.put({k: v.detach().clone() for k, v in state_dict().items()})
+            self._weights_ref = ray.put(
+                {k: v.detach().to("cpu", copy=True) for k, v in state_dict().items()}
+            )
             self._weights_version = version
         return self._weights_ref
 
