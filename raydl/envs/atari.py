@@ -27,6 +27,11 @@ def register_ale() -> None:
     if not _REGISTERED:
         import ale_py
 
+        import cv2
+
+        # One OpenCV thread per process: frame resizing is tiny, and N env processes on
+        # N cores each spawning a thread pool only oversubscribe the CPUs.
+        cv2.setNumThreads(1)
         # Only errors from the emulator: no banner on every env creation.
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         gym.register_envs(ale_py)
