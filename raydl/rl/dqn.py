@@ -46,7 +46,7 @@ from raydl.rl.frame_buffer import FrameReplayBuffer
 from raydl.rl.losses import q_loss, td_target
 from raydl.rl.networks import QNetwork
 from raydl.rl.runner import EnvRunner
-from raydl.rl.schedules import LinearSchedule
+from raydl.rl.schedules import LinearSchedule, apex_epsilons
 from raydl.seeding import seed_everything
 
 EPISODE_WINDOW = 100  # "mean return" = mean over the last 100 training episodes
@@ -80,6 +80,11 @@ class DQNConfig:
     epsilon_start: float = param(1.0, "initial exploration rate", ge=0, le=1)
     epsilon_end: float = param(0.02, "final exploration rate", ge=0, le=1)
     epsilon_steps: int = param(10_000, "env steps to anneal epsilon over", ge=0)
+    apex_epsilons: bool = param(
+        False, "fixed per-runner epsilons base^(1 + alpha i/(N-1)) (Ape-X) instead of the schedule"
+    )
+    apex_base: float = param(0.4, "Ape-X epsilon base", gt=0, lt=1)
+    apex_alpha: float = param(7.0, "Ape-X epsilon exponent spread", ge=0)
     steps_per_iteration: int = param(1_000, "env steps per training iteration", ge=1)
     learner_threads: int = param(1, "torch threads of the learner (0: torch's default)", ge=0)
     device: Literal["auto", "cpu", "cuda"] = param(
@@ -186,6 +191,9 @@ class DQN:
                 algo.buffer_size, obs_space.shape, obs_space.dtype, buffer_seed
             )
         self.epsilon = LinearSchedule(algo.epsilon_start, algo.epsilon_end, algo.epsilon_steps)
+        self.runner_epsilons = apex_epsilons(
+            max(cfg.runners.num, 1), algo.apex_base, algo.apex_alpha
+        )
         # Counters: everything needed to continue exactly is in these and the objects above.
         self.env_steps = 0
         self.episodes = 0
@@ -239,6 +247,15 @@ class DQN:
         counted = self.env_steps - max(before, self.cfg.algo.learning_starts)
         if counted > 0:
             self.updates_owed += counted * self.cfg.algo.replay_ratio
+
+    def _epsilon_for(self, runner: int) -> float:
+        """Exploration rate of runner `runner` now: the schedule, or its Ape-X constant
+        (during warm-up, before learning starts, every runner acts at random)."""
+        if not self.cfg.algo.apex_epsilons:
+            return self.epsilon(self.env_steps)
+        if self.env_steps < self.cfg.algo.learning_starts:
+            return 1.0
+        return self.runner_epsilons[runner]
 
     def _per_beta(self) -> float:
         algo = self.cfg.algo
@@ -314,9 +331,9 @@ class DQN:
         qs: list[float] = []
         staleness: list[int] = []
         if self.pool is not None:
-            self.pool.start(self.cfg.runners.rollout_length, self.epsilon(self.env_steps))
+            self.pool.start(self.cfg.runners.rollout_length, self._epsilon_for)
         while self.env_steps < goal:
-            eps = self.epsilon(self.env_steps)
+            eps = self._epsilon_for(0)
             if self.local is not None:
                 if self.local.policy is not self.q:  # learner on GPU: refresh the CPU copy
                     self.local.set_weights(self.q.state_dict(), self.updates)
@@ -333,7 +350,7 @@ class DQN:
                 self.pool.resubmit(
                     result["runner"],
                     self.cfg.runners.rollout_length,
-                    self.epsilon(self.env_steps),
+                    self._epsilon_for(result["runner"]),
                     weights=lambda: self.q.state_dict(),
                     version=self.updates,
                 )
@@ -350,7 +367,9 @@ class DQN:
             "learner_updates": self.updates,
             "loss": float(np.mean(losses)) if losses else None,
             "q_mean": float(np.mean(qs)) if qs else None,
-            "epsilon": self.epsilon(self.env_steps),
+            "epsilon": float(
+                np.mean([self._epsilon_for(i) for i in range(len(self.runner_epsilons))])
+            ),
             "buffer_size": len(self.buffer),
             "env_steps_per_s": steps / elapsed if elapsed > 0 else None,
         }

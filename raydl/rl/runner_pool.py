@@ -41,12 +41,12 @@ class RunnerPool:
         ref = self._weights(lambda: state_dict, version)
         ray.get([a.set_weights.remote(ref, version) for a in self.actors])
 
-    def start(self, num_steps: int, epsilon: float) -> None:
-        """Put one sample request in flight on every idle runner."""
+    def start(self, num_steps: int, epsilon: Callable[[int], float]) -> None:
+        """Put one sample request in flight on every idle runner (epsilon by runner)."""
         busy = set(self.in_flight.values())
         for index, actor in enumerate(self.actors):
             if index not in busy:
-                self.in_flight[actor.sample.remote(num_steps, epsilon)] = index
+                self.in_flight[actor.sample.remote(num_steps, epsilon(index))] = index
 
     def next_result(self) -> dict[str, Any]:
         """Block until any runner's sample is ready; return it."""

@@ -18,3 +18,11 @@ class LinearSchedule:
             return self.end
         frac = max(step, 0) / self.duration
         return self.start + frac * (self.end - self.start)
+
+
+def apex_epsilons(num_runners: int, base: float = 0.4, alpha: float = 7.0) -> list[float]:
+    """Ape-X's fixed per-runner exploration rates (Horgan et al. 2018):
+    eps_i = base^(1 + alpha * i / (N - 1)), from `base` down to base^(1 + alpha)."""
+    if num_runners <= 1:
+        return [base]
+    return [base ** (1 + alpha * i / (num_runners - 1)) for i in range(num_runners)]

@@ -95,3 +95,16 @@ def test_resume_continues_counters_buffer_and_metrics(tmp_path: Path) -> None:
     assert [r["iteration"] for r in rows] == [1, 2, 3]  # no duplicated or missing rows
     steps = [r["env_steps"] for r in rows]
     assert steps == sorted(steps)
+
+
+def test_apex_epsilons_give_each_runner_its_own_rate() -> None:
+    cfg = load_experiment("ddqn_cartpole_parallel", SMALL + ["algo.apex_epsilons=true"])
+    algo = DQN(cfg)
+    try:
+        assert algo._epsilon_for(0) == 1.0  # warm-up: random until learning starts
+        metrics = algo.step()
+        assert algo._epsilon_for(0) == pytest.approx(0.4)
+        assert algo._epsilon_for(1) == pytest.approx(0.4**8)
+        assert metrics["epsilon"] == pytest.approx((0.4 + 0.4**8) / 2)
+    finally:
+        algo.close()

@@ -10,3 +10,12 @@ def test_linear_schedule_anneals_then_holds() -> None:
     assert s(100) == pytest.approx(0.1)
     assert s(10_000) == pytest.approx(0.1)
     assert LinearSchedule(1.0, 0.2, 0)(0) == 0.2  # zero duration: already at the end
+
+
+def test_apex_epsilons() -> None:
+    from raydl.rl.schedules import apex_epsilons
+
+    assert apex_epsilons(1) == [0.4]
+    eps = apex_epsilons(3, base=0.4, alpha=7)
+    assert eps == pytest.approx([0.4, 0.4**4.5, 0.4**8])
+    assert eps == sorted(eps, reverse=True)  # runner 0 explores most
