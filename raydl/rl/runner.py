@@ -59,6 +59,10 @@ class EnvRunner:
         self.num_actions = int(self.envs.single_action_space.n)  # type: ignore[attr-defined]
         self.policy = policy_fn()
         self.policy.eval()
+        self.images = len(self.envs.single_observation_space.shape or ()) == 3
+        if self.images:
+            # NHWC convolutions are ~12% faster than NCHW on CPU for the Nature CNN.
+            self.policy.to(memory_format=torch.channels_last)
         self.rng = np.random.default_rng(runner_seed(seed, runner_index))
         self.nstep = NStepAccumulator(n_step, gamma, num_envs)
         self.seed = seed
@@ -93,8 +97,11 @@ class EnvRunner:
         random_actions = self.rng.integers(0, self.num_actions, size=n)
         if epsilon >= 1.0:
             return random_actions  # warm-up: no need to run the network
-        with torch.no_grad():
-            greedy = self.policy(torch.as_tensor(obs)).argmax(dim=1).numpy()
+        x = torch.as_tensor(obs)
+        if self.images:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            greedy = self.policy(x).argmax(dim=1).numpy()
         explore = self.rng.random(n) < epsilon
         return np.where(explore, random_actions, greedy)
 
