@@ -18,7 +18,7 @@ from typing import Any
 from raydl import checkpoint as ckpt
 from raydl import registry
 from raydl.config import ConfigError, StopConfig, dump_yaml, load_experiment
-from raydl.metrics import MetricsWriter, Progress
+from raydl.metrics import MetricsWriter, Progress, read_metrics
 
 HEADLINE = "episode_return_mean"
 # Fields a resumed run may change: how long it goes on and what it writes, not what it is.
@@ -127,7 +127,7 @@ def train(
         if restore_from is not None:
             algo.restore(restore_from)
             writer.truncate_after(algo.iteration)
-            rows = [r for r in _rows(run_dir) if r["iteration"] <= algo.iteration]
+            rows = [r for r in read_metrics(run_dir) if r["iteration"] <= algo.iteration]
             prior_time = rows[-1]["time_total_s"] if rows else 0.0
             metrics = rows[-1] if rows else {}
         start_steps = int(metrics.get("env_steps", 0))
@@ -171,12 +171,6 @@ def train(
     if echo:
         print(summary_line(cfg, result), flush=True)
     return result
-
-
-def _rows(run_dir: Path) -> list[dict[str, Any]]:
-    from raydl.metrics import read_metrics
-
-    return read_metrics(run_dir)
 
 
 def summary_line(cfg: Any, result: RunResult) -> str:

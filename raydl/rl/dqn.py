@@ -90,6 +90,7 @@ class DQNConfig:
     device: Literal["auto", "cpu", "cuda"] = param(
         "auto", "learner device (auto: cuda when present); runners always act on CPU"
     )
+    amp: bool = param(False, "bfloat16 autocast in the learner (CUDA learners only)")
 
 
 @dataclass
@@ -128,6 +129,11 @@ class DQNExperiment:
             )
         if self.algo.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("algo.device: 'cuda' but no CUDA device is visible; allowed: auto, cpu")
+        if self.algo.amp and _device(self.algo.device).type != "cuda":
+            raise ConfigError(
+                "algo.amp: mixed precision needs a CUDA learner and none is used here; "
+                "allowed: false"
+            )
 
 
 def _legacy_np_state() -> list[Any]:
@@ -271,14 +277,17 @@ class DQN:
         dev = self.device
         obs = torch.as_tensor(b["obs"]).to(dev, non_blocking=True)
         next_obs = torch.as_tensor(b["next_obs"]).to(dev, non_blocking=True)
-        with torch.no_grad():
-            next_q_target = self.target(next_obs)
-        if algo.double_q:
-            # One forward over [obs; next_obs] is cheaper than two small ones.
-            both = self.q(torch.cat([obs, next_obs]))
-            q_values, next_q_online = both[: len(obs)], both[len(obs) :].detach()
-        else:
-            q_values, next_q_online = self.q(obs), None
+        # bf16 autocast needs no loss scaling; the forward passes run in bf16 and the
+        # TD targets and loss below are computed in float32.
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=algo.amp):
+            with torch.no_grad():
+                next_q_target = self.target(next_obs).float()
+            if algo.double_q:
+                # One forward over [obs; next_obs] is cheaper than two small ones.
+                both = self.q(torch.cat([obs, next_obs])).float()
+                q_values, next_q_online = both[: len(obs)], both[len(obs) :].detach()
+            else:
+                q_values, next_q_online = self.q(obs).float(), None
         targets = td_target(
             torch.as_tensor(b["reward"]).to(dev),
             torch.as_tensor(b["discount"]).to(dev),

@@ -90,3 +90,15 @@ def test_file_errors(tmp_path: Path) -> None:
         load_experiment(listy)
     with pytest.raises(ConfigError, match=r"no such experiment file or name \(did you mean 'dqn_cartpole'\?\)"):
         load_experiment("dqn_cartpol")
+
+
+def test_gpu_only_options_are_refused_on_a_cpu_learner() -> None:
+    import torch
+
+    if torch.cuda.is_available():  # on a GPU machine both are valid
+        assert _load({"algo": {"device": "cuda", "amp": True}}).algo.amp is True
+        return
+    with pytest.raises(ConfigError, match=r"^algo\.device: 'cuda' but no CUDA device"):
+        _load({"algo": {"device": "cuda"}})
+    with pytest.raises(ConfigError, match=r"^algo\.amp: mixed precision needs a CUDA learner"):
+        _load({"algo": {"amp": True}})
