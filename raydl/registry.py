@@ -16,6 +16,10 @@ from raydl.config import ConfigError
 # kind -> "module:ConfigClass:AlgorithmClass"
 _KINDS: dict[str, str] = {
     "dqn": "raydl.rl.dqn:DQNExperiment:DQN",
+    # One experiment class for the actor-critic family; the kind sets the defaults.
+    "a3c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
+    "a2c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
+    "reinforce": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"

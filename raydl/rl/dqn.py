@@ -340,7 +340,8 @@ class DQN:
         qs: list[float] = []
         staleness: list[int] = []
         if self.pool is not None:
-            self.pool.start(self.cfg.runners.rollout_length, self._epsilon_for)
+            rollout = self.cfg.runners.rollout_length
+            self.pool.start("sample", lambda index: (rollout, self._epsilon_for(index)))
         while self.env_steps < goal:
             eps = self._epsilon_for(0)
             if self.local is not None:
@@ -356,8 +357,9 @@ class DQN:
             self._ingest(result)
             if self.pool is not None:
                 # Re-send before learning, so the runner samples while the learner trains.
-                self.pool.resubmit(
+                self.pool.submit(
                     result["runner"],
+                    "sample",
                     self.cfg.runners.rollout_length,
                     self._epsilon_for(result["runner"]),
                     weights=lambda: self.q.state_dict(),

@@ -45,3 +45,105 @@ def q_loss(
     td_errors = targets - q_taken
     per_sample = elementwise_loss(loss, q_taken, targets)
     return (weights * per_sample).mean(), td_errors.detach()
+
+
+# ----------------------------------------------------------------------------- policy gradient
+# Rollout arrays are time-major, shaped (T, N): T steps of N envs. `terminated[t]` is a true
+# end of the episode (no future value); `ended[t]` is terminated or truncated (a time
+# limit: the episode stops but its future value is V(final obs), given in next_values[t]).
+# next_values[t] = V(s_{t+1}) of the real next state (the final obs when ended[t]).
+
+
+def discounted_returns(
+    rewards: torch.Tensor, ended: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """Whole-episode (Monte Carlo) returns G_t = r_t + gamma G_{t+1}, restarting at each
+    episode end, with no bootstrap (REINFORCE)."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running * (1.0 - ended[t])
+        returns[t] = running
+    return returns
+
+
+def nstep_returns(
+    rewards: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    ended: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """A3C's returns (Mnih et al. 2016): each step sums the rewards to the end of the
+    rollout and bootstraps with V of the state there, R_t = r_t + gamma R_{t+1}; at an
+    episode end the trace restarts (terminated: nothing after; truncated: V(final obs))."""
+    returns = torch.zeros_like(rewards)
+    following = next_values[-1]
+    for t in range(len(rewards) - 1, -1, -1):
+        future = torch.where(ended[t].bool(), next_values[t], following)
+        following = rewards[t] + gamma * (1.0 - terminated[t]) * future
+        returns[t] = following
+    return returns
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    ended: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016); returns (advantages,
+    value targets = advantages + values).
+
+    delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t)
+    A_t = delta_t + gamma lam (1 - ended_t) A_{t+1}
+    lam = 1 gives the n-step advantages above; lam = 0 the one-step TD error."""
+    deltas = rewards + gamma * (1.0 - terminated) * next_values - values
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(len(rewards) - 1, -1, -1):
+        running = deltas[t] + gamma * lam * (1.0 - ended[t]) * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def policy_gradient_loss(
+    logits: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor
+) -> torch.Tensor:
+    """-E[log pi(a|s) A]: advantages are constants (no gradient flows into the critic)."""
+    log_probs = torch.log_softmax(logits, dim=-1).gather(1, actions.unsqueeze(1)).squeeze(1)
+    return -(log_probs * advantages.detach()).mean()
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of V(s) against its targets (SB3's convention: no 1/2; the
+    weight is `vf_coef`)."""
+    return (returns.detach() - values).pow(2).mean()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the categorical policies: the exploration bonus."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1).mean()
+
+
+def actor_critic_loss(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    vf_coef: float,
+    ent_coef: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """policy loss + vf_coef * value loss - ent_coef * entropy, and its parts."""
+    pg = policy_gradient_loss(logits, actions, advantages)
+    vf = value_loss(values, returns)
+    ent = entropy(logits)
+    total = pg + vf_coef * vf - ent_coef * ent
+    parts = {"pg_loss": float(pg.detach()), "value_loss": float(vf.detach()),
+             "entropy": float(ent.detach())}
+    return total, parts

@@ -30,6 +30,18 @@ class NatureCNN(nn.Module):
         return self.net(frames.float() / 255.0)
 
 
+def make_encoder(obs_shape: int | tuple[int, ...]) -> tuple[nn.Module, int]:
+    """The observation encoder and its output width: Nature CNN for (C, H, W) frame
+    stacks, a pass-through for vectors."""
+    shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
+    if len(shape) == 3:
+        cnn = NatureCNN(*shape)
+        return cnn, cnn.out_features
+    if len(shape) == 1:
+        return nn.Flatten(), shape[0]
+    raise ValueError(f"observations of shape {shape}: expected (N,) or (C, H, W)")
+
+
 class QNetwork(nn.Module):
     """Q(s, .) for discrete actions.
 
@@ -48,15 +60,7 @@ class QNetwork(nn.Module):
         dueling: bool = False,
     ) -> None:
         super().__init__()
-        shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
-        if len(shape) == 3:
-            self.encoder: nn.Module = NatureCNN(*shape)
-            in_features = self.encoder.out_features  # type: ignore[assignment]
-        elif len(shape) == 1:
-            self.encoder = nn.Flatten()
-            in_features = shape[0]
-        else:
-            raise ValueError(f"observations of shape {shape}: expected (N,) or (C, H, W)")
+        self.encoder, in_features = make_encoder(obs_shape)
         self.trunk, width = mlp(in_features, hidden, activation)
         self.dueling = dueling
         self.advantage = nn.Linear(width, num_actions)
@@ -68,3 +72,42 @@ class QNetwork(nn.Module):
         if self.value is None:
             return adv
         return self.value(features) + adv - adv.mean(dim=1, keepdim=True)
+
+
+class ActorCritic(nn.Module):
+    """A shared trunk with a policy head (action logits) and a value head V(s).
+
+    `forward` returns the logits, so greedy evaluation (argmax) treats it like a
+    Q-network. Orthogonal initialisation with small policy-head gains (as in OpenAI
+    Baselines and SB3) starts from a near-uniform policy, which A2C is sensitive to.
+    """
+
+    def __init__(
+        self,
+        obs_shape: int | tuple[int, ...],
+        num_actions: int,
+        hidden: list[int],
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        self.encoder, in_features = make_encoder(obs_shape)
+        self.trunk, width = mlp(in_features, hidden, activation)
+        self.policy = nn.Linear(width, num_actions)
+        self.value = nn.Linear(width, 1)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.orthogonal_(module.weight, gain=2**0.5)
+                nn.init.zeros_(module.bias)
+        nn.init.orthogonal_(self.policy.weight, gain=0.01)
+        nn.init.orthogonal_(self.value.weight, gain=1.0)
+
+    def _features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.encoder(obs.float() if obs.dim() == 2 else obs))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy(self._features(obs))
+
+    def logits_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both heads over one trunk pass: (logits (B, A), values (B,))."""
+        features = self._features(obs)
+        return self.policy(features), self.value(features).squeeze(-1)

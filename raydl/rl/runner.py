@@ -26,6 +26,53 @@ from raydl.seeding import env_seeds, runner_seed
 FRAME_FIELDS = ("action", "reward", "next_frame", "terminated", "ended")
 
 
+def training_signals(
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    info: dict[str, Any],
+    clip_rewards: bool,
+    life_loss_terminal: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the learner sees: clipped rewards and life-loss terminals on Atari (the env
+    itself keeps reporting raw scores and whole games, which is what metrics show)."""
+    learn_rewards = np.sign(rewards).astype(np.float32) if clip_rewards else rewards
+    learn_terminal = terminated
+    if life_loss_terminal:
+        learn_terminal = terminated | np.asarray(info.get("life_lost", False), bool)
+    return learn_rewards, learn_terminal
+
+
+def runner_info(runner_index: int) -> dict[str, Any]:
+    """Where a runner lives: its index, pid, and Ray node id / cluster when inside Ray."""
+    info: dict[str, Any] = {"runner": runner_index, "pid": os.getpid()}
+    import ray
+
+    if ray.is_initialized():
+        context = ray.get_runtime_context()
+        info["node_id"] = context.get_node_id()
+        info["gcs_address"] = context.gcs_address
+    return info
+
+
+class EpisodeTracker:
+    """Raw return and length of the episode running in each env of a vector env."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.returns = np.zeros(num_envs)
+        self.lengths = np.zeros(num_envs, np.int64)
+
+    def update(self, rewards: np.ndarray, ended: np.ndarray) -> list[tuple[float, int]]:
+        """Add one step; return (return, length) of the episodes that just ended."""
+        self.returns += rewards
+        self.lengths += 1
+        finished = []
+        for e in np.flatnonzero(ended):
+            finished.append((float(self.returns[e]), int(self.lengths[e])))
+            self.returns[e] = 0.0
+            self.lengths[e] = 0
+        return finished
+
+
 class EnvRunner:
     """Steps `num_envs` copies of an env with an epsilon-greedy copy of the Q-network."""
 
@@ -76,8 +123,7 @@ class EnvRunner:
             seed=env_seeds(self.seed, self.runner_index, self.num_envs, generation)
         )
         self.nstep.reset()
-        self.ep_return = np.zeros(self.num_envs)
-        self.ep_length = np.zeros(self.num_envs, np.int64)
+        self.tracker = EpisodeTracker(self.num_envs)
         # Episodes begun since the last sample, for the frame buffer: (env, first frame).
         self.starts = [(e, self.obs[e][-1]) for e in range(self.num_envs)]
 
@@ -125,10 +171,9 @@ class EnvRunner:
                 real_next = next_obs.copy()
                 for e in np.flatnonzero(ended):
                     real_next[e] = info["final_obs"][e]
-            learn_rewards = np.sign(rewards).astype(np.float32) if self.clip_rewards else rewards
-            learn_terminal = terminated
-            if self.life_loss_terminal:
-                learn_terminal = terminated | np.asarray(info.get("life_lost", False), bool)
+            learn_rewards, learn_terminal = training_signals(
+                rewards, terminated, info, self.clip_rewards, self.life_loss_terminal
+            )
             if self.frames:
                 steps["action"].append(actions)
                 steps["reward"].append(np.asarray(learn_rewards, np.float32))
@@ -142,12 +187,7 @@ class EnvRunner:
                         obs, actions, learn_rewards, real_next, learn_terminal, truncated
                     )
                 )
-            self.ep_return += rewards
-            self.ep_length += 1
-            for e in np.flatnonzero(ended):
-                episodes.append((float(self.ep_return[e]), int(self.ep_length[e])))
-                self.ep_return[e] = 0.0
-                self.ep_length[e] = 0
+            episodes += self.tracker.update(rewards, ended)
             self.obs = next_obs
         if self.frames:
             transitions: dict[str, Any] = {
@@ -175,15 +215,7 @@ class EnvRunner:
         self.rng.bit_generator.state = state["rng"]
 
     def info(self) -> dict[str, Any]:
-        """Where this runner lives (pid, Ray node id when inside Ray)."""
-        info: dict[str, Any] = {"runner": self.runner_index, "pid": os.getpid()}
-        import ray
-
-        if ray.is_initialized():
-            context = ray.get_runtime_context()
-            info["node_id"] = context.get_node_id()
-            info["gcs_address"] = context.gcs_address
-        return info
+        return runner_info(self.runner_index)
 
     def close(self) -> None:
         self.envs.close()

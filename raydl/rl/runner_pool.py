@@ -1,4 +1,9 @@
-"""N EnvRunner actors with one sample request in flight each, collected by `ray.wait`."""
+"""N runner actors with one request in flight each, collected by `ray.wait`.
+
+The runner class is any plain class with `set_weights`, `reset`, `get_state`,
+`set_state`, `info` (EnvRunner for DQN, ACWorker for the actor-critic family); it is
+wrapped with `ray.remote` here, at the call site.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +14,34 @@ import ray
 import torch
 
 from raydl.config import RunnersConfig
-from raydl.rl.runner import EnvRunner
+
+StateDictFn = Callable[[], dict[str, torch.Tensor]]
 
 
 class RunnerPool:
-    """Owns the runner actors; hands back whichever sample finishes first."""
+    """Owns the runner actors; hands back whichever result finishes first."""
 
     def __init__(
-        self, cfg: RunnersConfig, runner_kwargs: Callable[[int], dict[str, Any]]
+        self,
+        cfg: RunnersConfig,
+        runner_kwargs: Callable[[int], dict[str, Any]],
+        runner_cls: type | None = None,
     ) -> None:
+        if runner_cls is None:
+            from raydl.rl.runner import EnvRunner
+
+            runner_cls = EnvRunner
         self.cfg = cfg
         remote_cls = ray.remote(
             num_cpus=cfg.cpus_per_runner, resources=cfg.resources or None
-        )(EnvRunner)
+        )(runner_cls)
         self.actors = [remote_cls.remote(**runner_kwargs(i)) for i in range(cfg.num)]
         self.in_flight: dict[ray.ObjectRef, int] = {}
         self.requests = [0] * cfg.num
         self._weights_ref: ray.ObjectRef | None = None
         self._weights_version = -1
 
-    def _weights(self, state_dict: Callable[[], dict[str, torch.Tensor]], version: int) -> Any:
+    def _weights(self, state_dict: StateDictFn, version: int) -> Any:
         # One object-store copy per learner version, shared by every runner that needs it.
         if self._weights_version != version or self._weights_ref is None:
             self._weights_ref = ray.put(
@@ -41,39 +54,46 @@ class RunnerPool:
         ref = self._weights(lambda: state_dict, version)
         ray.get([a.set_weights.remote(ref, version) for a in self.actors])
 
-    def start(self, num_steps: int, epsilon: Callable[[int], float]) -> None:
-        """Put one sample request in flight on every idle runner (epsilon by runner)."""
+    def start(self, method: str, args: Callable[[int], tuple[Any, ...]]) -> None:
+        """Put one `method(*args(index))` request in flight on every idle runner."""
         busy = set(self.in_flight.values())
         for index, actor in enumerate(self.actors):
             if index not in busy:
-                self.in_flight[actor.sample.remote(num_steps, epsilon(index))] = index
+                self.in_flight[getattr(actor, method).remote(*args(index))] = index
 
     def next_result(self) -> dict[str, Any]:
-        """Block until any runner's sample is ready; return it."""
+        """Block until any runner's request is done; return its result."""
         if not self.in_flight:
-            raise RuntimeError("no sample request in flight; call start() first")
+            raise RuntimeError("no request in flight; call start() first")
         ready, _ = ray.wait(list(self.in_flight), num_returns=1)
         self.in_flight.pop(ready[0])
         return ray.get(ready[0])
 
-    def resubmit(
+    def all_results(self) -> list[dict[str, Any]]:
+        """Block until every in-flight request is done; results in runner order."""
+        refs = sorted(self.in_flight, key=self.in_flight.__getitem__)
+        self.in_flight = {}
+        return ray.get(refs)
+
+    def submit(
         self,
         index: int,
-        num_steps: int,
-        epsilon: float,
-        weights: Callable[[], dict[str, torch.Tensor]],
-        version: int,
+        method: str,
+        *args: Any,
+        weights: StateDictFn | None = None,
+        version: int = -1,
     ) -> None:
-        """Send runner `index` its next request, with fresh weights when due."""
+        """Send runner `index` its next request, with fresh `weights` first when due
+        (every `sync_weights_every` requests)."""
         actor = self.actors[index]
         self.requests[index] += 1
-        if self.requests[index] % self.cfg.sync_weights_every == 0:
-            # Actor calls run in submission order, so the sample uses these weights.
+        if weights is not None and self.requests[index] % self.cfg.sync_weights_every == 0:
+            # Actor calls run in submission order, so the request uses these weights.
             actor.set_weights.remote(self._weights(weights, version), version)
-        self.in_flight[actor.sample.remote(num_steps, epsilon)] = index
+        self.in_flight[getattr(actor, method).remote(*args)] = index
 
     def reset(self, generation: int, states: list[dict[str, Any]]) -> None:
-        """Drop in-flight samples; restart every runner's episodes and restore its RNG."""
+        """Drop in-flight requests; restart every runner's episodes and restore its RNG."""
         self.in_flight = {}
         refs = [a.reset.remote(generation) for a in self.actors]
         if len(states) == len(self.actors):  # else a different runner count: fresh RNGs

@@ -83,6 +83,7 @@ def test_resume_continues_the_run(trained) -> None:
         ("kind: dqn\n", ["--set", "algo.gamma=2"], "algo.gamma: expected a number >= 0 and <= 1"),
         ("kind: dqn\nenv: NoSuchEnv-v0\n", [], "env: unknown environment id 'NoSuchEnv-v0'"),
         ("kind: dqn\nalgo: [\n", [], "invalid YAML at line"),
+        ("kind: a2c\nalgo: {asynchronous: true}\n", [], "algo.asynchronous: true is A3C"),
     ],
 )
 def test_bad_experiment_is_a_one_line_error_with_exit_code_2(
@@ -110,3 +111,17 @@ def test_list_shows_experiments(tmp_path: Path) -> None:
     proc = raydl("list", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0
     assert "dqn_cartpole" in proc.stdout and "ddqn_cartpole_parallel" in proc.stdout
+    for name in ("a3c_cartpole", "a2c_cartpole", "reinforce_cartpole", "a3c_pong"):
+        assert name in proc.stdout
+    assert "kinds: a2c, a3c, dqn, reinforce" in proc.stdout
+
+
+def test_reinforce_run_then_eval_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    proc = raydl("run", "reinforce_cartpole", "--set", "stop.env_steps=1000",
+                 "--set", "algo.steps_per_iteration=500", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("raydl: reinforce on CartPole-v1 stopped")
+    proc = raydl("eval", str(_run_dir(out)), "--episodes", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("raydl eval: CartPole-v1, 2 episodes")

@@ -1,0 +1,235 @@
+"""ACWorker: a vector env plus a copy of the actor-critic, returning gradients.
+
+A3C's worker (Mnih et al. 2016): act with the current policy for a rollout, compute the
+loss on it, back-propagate locally and hand the learner only the gradient. The same
+class serves A2C (the learner averages every worker's gradient before one step) and
+REINFORCE (whole episodes, Monte Carlo returns). A plain class: the driver uses it
+directly (`runners.num: 0`); `RunnerPool` wraps it with `ray.remote` for N workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from raydl.config import AtariConfig
+from raydl.envs import make_vector_env
+from raydl.envs.atari import is_atari
+from raydl.rl.losses import actor_critic_loss, discounted_returns, gae, nstep_returns
+from raydl.rl.networks import ActorCritic
+from raydl.rl.runner import EpisodeTracker, runner_info, training_signals
+from raydl.seeding import env_seeds, runner_seed
+
+Returns = Literal["nstep", "gae", "episode"]
+
+
+def flat_gradients(net: torch.nn.Module) -> np.ndarray:
+    """Every parameter's gradient in one float32 vector (zeros where there is none)."""
+    parts = [
+        (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+        for p in net.parameters()
+    ]
+    return torch.cat(parts).detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+def assign_gradients(net: torch.nn.Module, flat: np.ndarray | torch.Tensor) -> None:
+    """Set each parameter's .grad from a vector made by `flat_gradients`."""
+    # A copy: results from Ray arrive as read-only views of the object store.
+    vector = torch.tensor(flat, dtype=torch.float32)
+    expected = sum(p.numel() for p in net.parameters())
+    if len(vector) != expected:
+        raise ValueError(f"gradient has {len(vector)} values, the network {expected}")
+    offset = 0
+    for p in net.parameters():
+        n = p.numel()
+        p.grad = vector[offset : offset + n].view_as(p).to(p.device, p.dtype)
+        offset += n
+
+
+class ACWorker:
+    """Steps `num_envs` envs with a sampled-action policy and returns loss gradients."""
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        policy_fn: Callable[[], ActorCritic],
+        *,
+        seed: int,
+        returns: Returns,
+        gamma: float,
+        gae_lambda: float = 1.0,
+        vf_coef: float = 0.5,
+        ent_coef: float = 0.0,
+        normalize_advantage: bool = False,
+        runner_index: int = -1,
+        generation: int = 0,
+        torch_threads: int | None = 1,
+        atari: AtariConfig | None = None,
+    ) -> None:
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.runner_index = runner_index
+        self.envs = make_vector_env(env_id, num_envs, atari)
+        self.clip_rewards = bool(atari and is_atari(env_id) and atari.clip_rewards)
+        self.life_loss_terminal = bool(atari and is_atari(env_id) and atari.terminal_on_life_loss)
+        self.num_envs = num_envs
+        self.policy = policy_fn()
+        self.images = len(self.envs.single_observation_space.shape or ()) == 3
+        self.returns, self.gamma, self.gae_lambda = returns, gamma, gae_lambda
+        self.vf_coef, self.ent_coef = vf_coef, ent_coef
+        self.normalize_advantage = normalize_advantage
+        self.rng = np.random.default_rng(runner_seed(seed, runner_index))
+        self.seed = seed
+        self.weights_version = -1
+        self.reset(generation)
+
+    def reset(self, generation: int) -> None:
+        """Fresh episodes with the env seeds of `generation` (+1 per resume)."""
+        self.obs, _ = self.envs.reset(
+            seed=env_seeds(self.seed, self.runner_index, self.num_envs, generation)
+        )
+        self.tracker = EpisodeTracker(self.num_envs)
+
+    # -- policy -------------------------------------------------------------------------
+    def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        self.policy.load_state_dict(state_dict)
+        self.weights_version = version
+
+    def share_policy(self, policy: ActorCritic) -> None:
+        """Use the learner's own network (in-process worker on the learner's device)."""
+        self.policy = policy
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions sampled from pi(.|s) by the Gumbel-max trick with this worker's RNG
+        (reproducible, and its state is a plain JSON-ready dict)."""
+        with torch.inference_mode():
+            logits = self.policy(torch.as_tensor(obs)).double().numpy()
+        gumbel = -np.log(-np.log(self.rng.random(logits.shape)))
+        return np.argmax(logits + gumbel, axis=1)
+
+    # -- rollouts -----------------------------------------------------------------------
+    def _rollout(self, num_steps: int) -> dict[str, Any]:
+        """`num_steps` steps of every env (n-step / GAE), or, for whole-episode returns,
+        steps from fresh resets until every env has finished one episode."""
+        episode_mode = self.returns == "episode"
+        if episode_mode:
+            self.obs, _ = self.envs.reset()
+            self.tracker = EpisodeTracker(self.num_envs)
+            finished = np.zeros(self.num_envs, bool)
+        obs_l, act_l, rew_l, term_l, end_l, valid_l = [], [], [], [], [], []
+        truncated_final: list[tuple[int, int, np.ndarray]] = []
+        episodes: list[tuple[float, int]] = []
+        t = 0
+        while (not episode_mode and t < num_steps) or (episode_mode and not finished.all()):
+            actions = self.act(self.obs)
+            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            ended = terminated | truncated
+            learn_rewards, learn_terminal = training_signals(
+                rewards, terminated, info, self.clip_rewards, self.life_loss_terminal
+            )
+            obs_l.append(self.obs)
+            act_l.append(actions)
+            rew_l.append(np.asarray(learn_rewards, np.float32))
+            term_l.append(learn_terminal)
+            end_l.append(learn_terminal | truncated)
+            for e in np.flatnonzero(truncated & ~learn_terminal):
+                truncated_final.append((t, int(e), info["final_obs"][e]))
+            ended_now = self.tracker.update(rewards, ended)
+            if episode_mode:
+                # Only each env's first episode counts; later steps are masked out.
+                valid_l.append(~finished)
+                episodes += [ep for e, ep in zip(np.flatnonzero(ended), ended_now) if not finished[e]]
+                finished |= ended
+            else:
+                episodes += ended_now
+            self.obs = next_obs
+            t += 1
+        batch = {
+            "obs": np.stack(obs_l), "action": np.stack(act_l), "reward": np.stack(rew_l),
+            "terminated": np.stack(term_l).astype(np.float32),
+            "ended": np.stack(end_l).astype(np.float32),
+            "valid": np.stack(valid_l) if episode_mode else np.ones((t, self.num_envs), bool),
+            "truncated_final": truncated_final, "last_obs": self.obs,
+        }
+        return {"batch": batch, "episodes": episodes, "env_steps": t * self.num_envs}
+
+    def _targets(
+        self, batch: dict[str, Any], values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(advantages, value targets), each (T, N), from the rollout and V(s_t)."""
+        rewards = torch.as_tensor(batch["reward"])
+        terminated = torch.as_tensor(batch["terminated"])
+        ended = torch.as_tensor(batch["ended"])
+        values = values.detach()
+        if self.returns == "episode":
+            returns = discounted_returns(rewards, ended, self.gamma)
+            return returns - values, returns
+        # V(s_{t+1}) is the next row's V(s_t), except after the rollout's last step and
+        # where an episode was truncated (then it is V(final obs)).
+        with torch.inference_mode():
+            _, last = self.policy.logits_and_value(torch.as_tensor(batch["last_obs"]))
+            finals = batch["truncated_final"]
+            if finals:
+                _, final_values = self.policy.logits_and_value(
+                    torch.as_tensor(np.stack([f[2] for f in finals]))
+                )
+        next_values = torch.cat([values[1:], last.unsqueeze(0)]).clone()
+        for i, (t, e, _) in enumerate(finals):
+            next_values[t, e] = final_values[i]
+        if self.returns == "nstep":
+            returns = nstep_returns(rewards, next_values, terminated, ended, self.gamma)
+            return returns - values, returns
+        return gae(rewards, values, next_values, terminated, ended, self.gamma, self.gae_lambda)
+
+    def compute_gradients(self, num_steps: int) -> dict[str, Any]:
+        """Roll out, compute the actor-critic loss and return its gradient (flat float32)
+        with the rollout's bookkeeping; the learner applies it."""
+        start = time.perf_counter()
+        rollout = self._rollout(num_steps)
+        batch = rollout["batch"]
+        steps, envs = batch["action"].shape
+        obs = torch.as_tensor(batch["obs"])
+        self.policy.train()
+        logits, values = self.policy.logits_and_value(obs.reshape(steps * envs, *obs.shape[2:]))
+        values = values.reshape(steps, envs)
+        advantages, returns = self._targets(batch, values)
+        valid = torch.as_tensor(batch["valid"]).reshape(-1)
+        adv = advantages.reshape(-1)[valid]
+        if self.normalize_advantage and len(adv) > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        loss, parts = actor_critic_loss(
+            logits[valid], values.reshape(-1)[valid],
+            torch.as_tensor(batch["action"]).reshape(-1)[valid],
+            adv, returns.reshape(-1)[valid], self.vf_coef, self.ent_coef,
+        )
+        self.policy.zero_grad(set_to_none=True)
+        loss.backward()
+        return {
+            "grads": flat_gradients(self.policy),
+            "samples": int(valid.sum()),
+            "stats": parts,
+            "episodes": rollout["episodes"],
+            "env_steps": rollout["env_steps"],
+            "runner": self.runner_index,
+            "weights_version": self.weights_version,
+            "sample_time_s": time.perf_counter() - start,
+        }
+
+    # -- state --------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The action-sampling RNG (JSON-ready); envs restart on restore."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+    def info(self) -> dict[str, Any]:
+        return runner_info(self.runner_index)
+
+    def close(self) -> None:
+        self.envs.close()
