@@ -72,6 +72,9 @@ class ActorCriticConfig:
     momentum: float = param(0.0, "momentum (sgd, rmsprop)", ge=0, lt=1)
     hidden: list[int] = param(default_factory=lambda: [64, 64], help="trunk hidden sizes")
     activation: Activation = param("tanh", "trunk activation")
+    shared_trunk: bool = param(
+        True, "policy and value share the hidden layers (false: separate MLPs, as SB3)"
+    )
     vf_coef: float = param(0.5, "weight of the value loss", ge=0)
     ent_coef: float = param(0.0, "weight of the entropy bonus", ge=0)
     normalize_advantage: bool = param(False, "standardize advantages per rollout")
@@ -134,7 +137,7 @@ class ActorCriticExperiment:
 def build_actor_critic(
     obs_shape: tuple[int, ...], num_actions: int, algo: ActorCriticConfig
 ) -> ActorCritic:
-    return ActorCritic(obs_shape, num_actions, algo.hidden, algo.activation)
+    return ActorCritic(obs_shape, num_actions, algo.hidden, algo.activation, algo.shared_trunk)
 
 
 def _spaces(cfg: ActorCriticExperiment) -> tuple[tuple[int, ...], int]:

@@ -75,8 +75,12 @@ class QNetwork(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """A shared trunk with a policy head (action logits) and a value head V(s).
+    """A trunk with a policy head (action logits) and a value head V(s).
 
+    `shared=True` (A3C's network): one trunk feeds both heads. `shared=False`: the
+    encoder is shared (a CNN on pixels, nothing on vectors) but policy and value get
+    their own hidden layers, like SB3's MlpPolicy; on small control tasks this keeps the
+    value loss from swamping the policy gradient in the shared layers.
     `forward` returns the logits, so greedy evaluation (argmax) treats it like a
     Q-network. Orthogonal initialisation with small policy-head gains (as in OpenAI
     Baselines and SB3) starts from a near-uniform policy, which A2C is sensitive to.
@@ -88,10 +92,12 @@ class ActorCritic(nn.Module):
         num_actions: int,
         hidden: list[int],
         activation: str = "tanh",
+        shared: bool = True,
     ) -> None:
         super().__init__()
         self.encoder, in_features = make_encoder(obs_shape)
         self.trunk, width = mlp(in_features, hidden, activation)
+        self.value_trunk = None if shared else mlp(in_features, hidden, activation)[0]
         self.policy = nn.Linear(width, num_actions)
         self.value = nn.Linear(width, 1)
         for module in self.modules():
@@ -101,13 +107,15 @@ class ActorCritic(nn.Module):
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
         nn.init.orthogonal_(self.value.weight, gain=1.0)
 
-    def _features(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.trunk(self.encoder(obs.float() if obs.dim() == 2 else obs))
+    def _encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(obs.float() if obs.dim() == 2 else obs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy(self._features(obs))
+        return self.policy(self.trunk(self._encode(obs)))
 
     def logits_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both heads over one trunk pass: (logits (B, A), values (B,))."""
-        features = self._features(obs)
-        return self.policy(features), self.value(features).squeeze(-1)
+        """Both heads over one encoder pass: (logits (B, A), values (B,))."""
+        encoded = self._encode(obs)
+        features = self.trunk(encoded)
+        value_features = features if self.value_trunk is None else self.value_trunk(encoded)
+        return self.policy(features), self.value(value_features).squeeze(-1)

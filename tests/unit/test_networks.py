@@ -23,3 +23,27 @@ def test_nature_cnn_takes_uint8_frames() -> None:
     # scaling happens inside: all-255 frames equal all-1.0 float frames
     ones = net(torch.full((1, 4, 84, 84), 255, dtype=torch.uint8))
     assert torch.allclose(ones, net.trunk(net.encoder.net(torch.ones(1, 4, 84, 84))) @ net.advantage.weight.T + net.advantage.bias, atol=1e-5)
+
+
+def test_actor_critic_heads_shared_and_separate_trunks() -> None:
+    from raydl.rl.networks import ActorCritic
+
+    obs = torch.randn(5, 4)
+    shared = ActorCritic(4, 3, [16, 16])
+    logits, values = shared.logits_and_value(obs)
+    assert logits.shape == (5, 3) and values.shape == (5,)
+    assert torch.equal(shared(obs), logits)  # forward = the policy logits (for eval)
+    # near-uniform initial policy (policy head gain 0.01)
+    assert torch.softmax(logits, -1).max() < 0.4
+    values.sum().backward()
+    assert shared.trunk[0].weight.grad is not None  # the value loss trains the shared trunk
+
+    separate = ActorCritic(4, 3, [16, 16], shared=False)
+    _, values = separate.logits_and_value(obs)
+    values.sum().backward()
+    assert separate.trunk[0].weight.grad is None  # ...but not the policy's own trunk
+    assert separate.value_trunk is not None and separate.value_trunk[0].weight.grad is not None
+
+    pixels = ActorCritic((4, 84, 84), 6, [512])
+    frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    assert pixels.logits_and_value(frames)[0].shape == (2, 6)
