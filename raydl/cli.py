@@ -9,6 +9,7 @@ from pathlib import Path
 from raydl.config import ConfigError
 
 EXIT_USAGE = 2  # bad input: config errors, unknown names, unusable paths
+EXIT_FAILED = 1  # training itself failed (after any retries)
 EXIT_INTERRUPTED = 130
 
 
@@ -113,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"raydl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:
+        if type(exc).__name__ != "TrainingError":
+            raise
+        print(f"raydl: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("raydl: interrupted; a checkpoint was written, continue with "
               "`raydl run --resume RUN_DIR`", file=sys.stderr)

@@ -158,7 +158,9 @@ class Progress:
         line = (
             f"[{_fmt_time(elapsed)}] {self.unit} {done:,}"
             + (f"/{self.total:,}" if self.total else "")
-            + f" | {rate:,.0f} {self.unit}/s | {self.headline} {_fmt(value)}"
+            + (f" | {rate:,.0f} {self.unit}/s" if rate >= 1 or rate == 0 else
+               f" | {1 / rate:,.1f} s per {self.unit.rstrip('s')}")
+            + f" | {self.headline} {_fmt(value)}"
             + (f" | ETA {_fmt_time(eta)}" if eta is not None else "")
         )
         print(line, file=self.stream, flush=True)

@@ -20,6 +20,9 @@ _KINDS: dict[str, str] = {
     "a3c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
     "a2c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
     "reinforce": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
+    # Supervised kinds run one Ray Train fit per run (their class has `fit`).
+    "classify": "raydl.sl.trainer:SupervisedExperiment:SupervisedTrainer",
+    "language_model": "raydl.sl.trainer:SupervisedExperiment:SupervisedTrainer",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"

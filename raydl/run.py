@@ -22,7 +22,7 @@ from raydl.metrics import MetricsWriter, Progress, read_metrics
 
 HEADLINE = "episode_return_mean"
 # Fields a resumed run may change: how long it goes on and what it writes, not what it is.
-RESUMABLE_OVERRIDES = ("stop.", "checkpoint.", "log.")
+RESUMABLE_OVERRIDES = ("stop.", "checkpoint.", "log.", "train.epochs", "scaling.max_failures")
 
 
 @dataclass
@@ -92,6 +92,8 @@ def _load(
                 + ", ".join(p + "*" for p in RESUMABLE_OVERRIDES)
             )
     cfg = load_experiment(resume / "config.yaml", overrides)
+    if hasattr(registry.algorithm_class(cfg.kind), "fit"):
+        return cfg, resume, resume  # Ray Train finds its own newest checkpoint
     return cfg, resume, ckpt.latest_checkpoint(resume)
 
 
@@ -111,10 +113,15 @@ def train(
     resume_dir = Path(resume) if resume is not None else None
     cfg, run_dir, restore_from = _load(experiment, overrides or [], Path(out), resume_dir)
     dump_yaml(cfg, run_dir / "config.yaml")
+    algo_cls = registry.algorithm_class(cfg.kind)
+    if hasattr(algo_cls, "fit"):
+        init_ray(address)
+        show = cfg.log.progress if progress is None else progress
+        return _fit(cfg, algo_cls, run_dir, restore_from is not None, show, echo)
     if cfg.runners.num > 0 or resolve_address(address):
         init_ray(address)
 
-    algo = registry.algorithm_class(cfg.kind)(cfg)
+    algo = algo_cls(cfg)
     if hasattr(algo, "runner_infos"):
         (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
     writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
@@ -184,3 +191,33 @@ def summary_line(cfg: Any, result: RunResult) -> str:
         f"{steps:,} env steps, {result.wall_s:.1f}s ({rate:,.0f} steps/s); "
         f"{HEADLINE} {shown}; results in {result.run_dir}"
     )
+
+
+def _fit(cfg: Any, algo_cls: Any, run_dir: Path, resume: bool, progress: bool, echo: bool) -> RunResult:
+    """Supervised kinds: one blocking Ray Train fit; metrics come from the run's file."""
+    start = time.monotonic()
+    algo_cls.fit(cfg, run_dir, resume=resume, progress=progress)
+    wall = time.monotonic() - start
+    rows = read_metrics(run_dir)
+    metrics = rows[-1] if rows else {}
+    epoch = int(metrics.get("epoch", 0))
+    if epoch >= cfg.train.epochs:
+        reason = f"epochs {cfg.train.epochs} reached"
+    else:
+        watched, _ = cfg.watched
+        reason = f"early stopping: no {watched} improvement in {cfg.train.early_stop_patience} epochs"
+    from raydl.sl.trainer import latest_epoch_checkpoint
+
+    result = RunResult(run_dir, metrics, reason, latest_epoch_checkpoint(run_dir), wall, 0, rows)
+    if echo:
+        shown = ", ".join(
+            f"{k} {metrics[k]:.4g}" for k in (cfg.headline, "test_accuracy", "test_bpc")
+            if isinstance(metrics.get(k), float)
+        )
+        print(
+            f"raydl: {cfg.kind} {cfg.model.arch} on {cfg.data.source} stopped ({reason}) after "
+            f"{epoch} epochs on {cfg.scaling.workers} workers, {wall:.1f}s; {shown or '-'}; "
+            f"results in {run_dir}",
+            flush=True,
+        )
+    return result

@@ -39,7 +39,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
-    common = dict(logging_level=logging.ERROR, log_to_driver=True, configure_logging=True)
+    # Actors' and Ray Train workers' own logs stay out of the terminal; their errors
+    # still reach the driver as exceptions, which raydl turns into one line.
+    common = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     if address:
         try:
             ray.init(address=address, **common)

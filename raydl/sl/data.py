@@ -1,0 +1,290 @@
+"""Datasets for the supervised kinds, built inside each Ray Train worker.
+
+Images: scikit-learn's `digits` (offline default), torchvision MNIST / FashionMNIST /
+CIFAR-10 (downloaded into `data_dir` when `download: true` and online), and an image
+folder (one sub-folder per class). Sequences: images read row by row ("sequential
+digits / MNIST") for the LSTM classifier. Text: a character corpus (Python's
+`pydoc_data.topics`, offline default, or any text file) for language models.
+
+Every problem is a `DataError` (a `ConfigError`): one line naming what is missing and
+where to put it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from raydl.config import ConfigError, param
+
+ImageSource = Literal["digits", "mnist", "fashion_mnist", "cifar10", "folder"]
+TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
+class DataError(ConfigError):
+    """Data that cannot be found or read (exit code 2, one line)."""
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are split and transformed."""
+
+    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "folder", "text"] = param(
+        "digits", "dataset: digits (offline), mnist, fashion_mnist, cifar10, folder, text"
+    )
+    data_dir: str = param("data", "where torchvision datasets / image folders / text live")
+    download: bool = param(False, "download torchvision datasets into data_dir if absent")
+    text_file: str | None = param(None, "text corpus file for source: text (none: pydoc_data.topics)")
+    val_fraction: float = param(0.15, "share held out for validation", ge=0, lt=1)
+    test_fraction: float = param(0.15, "share held out for the final test (digits, folder, text)", ge=0, lt=1)
+    image_size: int = param(0, "resize images to this square size (0: keep)", ge=0)
+    channels: int = param(0, "convert images to 1 or 3 channels (0: keep)", ge=0, le=3)
+    augment: bool = param(False, "random crops (4 px padding) and, for cifar10, flips")
+    normalize: bool = param(True, "standardize pixels with the training set's mean/std")
+    sequence: bool = param(False, "images as sequences of rows (sequential MNIST) for LSTMs")
+    seq_len: int = param(128, "language models: tokens per truncated-BPTT window", ge=2)
+    seed: int = param(0, "seed of the train/validation/test split", ge=0)
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def _split_indices(n: int, val: float, test: float, seed: int) -> tuple[np.ndarray, ...]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = int(round(n * test)), int(round(n * val))
+    return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
+
+
+class ImageTensors(Dataset):
+    """uint8-or-float images (N, C, H, W) with labels, transformed per item."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any = None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), self.labels[i]
+
+
+def _image_transform(cfg: DataConfig, mean: list[float], std: list[float], train: bool) -> Any:
+    from torchvision.transforms import v2 as T
+
+    steps: list[Any] = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    if cfg.channels == 3:
+        steps.append(T.Lambda(lambda x: x.expand(3, -1, -1) if x.shape[0] == 1 else x))
+    elif cfg.channels == 1:
+        steps.append(T.Grayscale(1))
+    if cfg.image_size:
+        steps.append(T.Resize((cfg.image_size, cfg.image_size), antialias=True))
+    if train and cfg.augment:
+        size = cfg.image_size or None
+        steps.append(T.RandomCrop(size, padding=4) if size else T.Lambda(lambda x: x))
+        if cfg.source == "cifar10":
+            steps.append(T.RandomHorizontalFlip())
+    if cfg.normalize:
+        channels = 3 if cfg.channels == 3 and len(mean) == 1 else None
+        steps.append(T.Normalize(mean * 3 if channels else mean, std * 3 if channels else std))
+    if cfg.sequence:
+        # (C, H, W) -> (H, C*W): one time step per image row
+        steps.append(T.Lambda(lambda x: x.permute(1, 0, 2).reshape(x.shape[1], -1)))
+    return T.Compose(steps)
+
+
+def _digits(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 0..16 grey levels -> uint8 0..255, (N, 8, 8, 1) so transforms see HWC images
+    images = torch.as_tensor((bunch.images * (255.0 / 16.0)).round().astype(np.uint8))
+    return images.unsqueeze(1), torch.as_tensor(bunch.target, dtype=torch.long)
+
+
+def _torchvision(cfg: DataConfig, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, TORCHVISION[cfg.source])
+    root = Path(cfg.data_dir).expanduser()
+    try:
+        ds = cls(str(root), train=train, download=cfg.download)
+    except RuntimeError as exc:  # "Dataset not found. You can use download=True ..."
+        raise DataError(
+            f"data.source: {cfg.source} is not in {root.resolve()} ({str(exc).splitlines()[0]}); "
+            f"put torchvision's {TORCHVISION[cfg.source]} files there, or set data.download: "
+            "true on a machine that is online"
+        ) from None
+    except OSError as exc:  # offline download
+        raise DataError(
+            f"data.source: cannot download {cfg.source} into {root.resolve()}: {exc}; put "
+            f"torchvision's {TORCHVISION[cfg.source]} files there"
+        ) from None
+    data = torch.as_tensor(np.asarray(ds.data))
+    images = data.unsqueeze(1) if data.dim() == 3 else data.permute(0, 3, 1, 2)
+    return images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+
+
+def _folder(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    from PIL import Image
+
+    root = Path(cfg.data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.data_dir: {root} is not a directory (expected one sub-folder per class)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"data.data_dir: {root} has {len(classes)} class sub-folders; need >= 2")
+    size = cfg.image_size or 64
+    mode = "L" if cfg.channels == 1 else "RGB"
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).iterdir()):
+            if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".gif"}:
+                continue
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert(mode).resize((size, size)))
+            images.append(arr if arr.ndim == 3 else arr[..., None])
+            labels.append(label)
+    if not images:
+        raise DataError(f"data.data_dir: no images (.png/.jpg/.bmp/.gif) under {root}")
+    tensor = torch.as_tensor(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return tensor, torch.as_tensor(labels, dtype=torch.long), classes
+
+
+def image_splits(cfg: DataConfig) -> Splits:
+    """Train/validation/test splits of an image source, transforms attached."""
+    if cfg.source == "digits" or cfg.source == "folder":
+        if cfg.source == "digits":
+            images, labels = _digits(cfg)
+        else:
+            images, labels, _ = _folder(cfg)
+        train_idx, val_idx, test_idx = _split_indices(
+            len(labels), cfg.val_fraction, cfg.test_fraction, cfg.seed
+        )
+        train_x, train_y = images[train_idx], labels[train_idx]
+        parts = [(images[val_idx], labels[val_idx]), (images[test_idx], labels[test_idx])]
+    else:
+        train_x, train_y = _torchvision(cfg, train=True)
+        test_x, test_y = _torchvision(cfg, train=False)
+        train_idx, val_idx, _ = _split_indices(len(train_y), cfg.val_fraction, 0.0, cfg.seed)
+        parts = [(train_x[val_idx], train_y[val_idx]), (test_x, test_y)]
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    scaled = train_x.float() / 255.0
+    mean = scaled.mean(dim=(0, 2, 3)).tolist()
+    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    train = ImageTensors(train_x, train_y, _image_transform(cfg, mean, std, train=True))
+    val_ds, test_ds = (
+        ImageTensors(x, y, _image_transform(cfg, mean, std, train=False)) for x, y in parts
+    )
+    num_classes = int(max(int(y.max()) for y in (train_y, *(p[1] for p in parts)) if len(y)) + 1)
+    sample = train[0][0]
+    return Splits(train, val_ds, test_ds if len(test_ds) else None, num_classes, tuple(sample.shape))
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def check_data(cfg: DataConfig) -> None:
+    """Fail on the driver, in one line, before any worker starts: the same checks the
+    workers' loaders make (torchvision files present or downloadable, folder, text)."""
+    if cfg.source in TORCHVISION:
+        _torchvision(cfg, train=False)
+    elif cfg.source == "folder":
+        _folder(cfg)
+    elif cfg.source == "text":
+        read_corpus(cfg)
+
+
+def read_corpus(cfg: DataConfig) -> str:
+    """The text of `text_file`, or Python's own pydoc topics (465 KB of English)."""
+    if not cfg.text_file:
+        from pydoc_data.topics import topics
+
+        return "\n".join(topics[k] for k in sorted(topics))
+    path = Path(cfg.text_file).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.text_file: {path} does not exist")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+class CharVocab:
+    """Characters <-> ids; saved next to every checkpoint so sampling uses the same map."""
+
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def build(cls, text: str) -> CharVocab:
+        return cls(sorted(set(text)))
+
+    def encode(self, text: str) -> torch.Tensor:
+        # Characters never seen in training map to id 0 (a rare-character bucket).
+        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.long)
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"chars": self.chars}))
+
+    @classmethod
+    def load(cls, path: Path) -> CharVocab:
+        return cls(json.loads(path.read_text())["chars"])
+
+
+@dataclass
+class TextSplits:
+    train: torch.Tensor  # token ids, one long stream
+    val: torch.Tensor
+    test: torch.Tensor
+    vocab: CharVocab
+
+
+def text_splits(cfg: DataConfig) -> TextSplits:
+    """Contiguous train / validation / test stretches of the corpus (in that order)."""
+    text = read_corpus(cfg)
+    n = len(text)
+    n_test, n_val = int(n * cfg.test_fraction), int(n * cfg.val_fraction)
+    train_text = text[: n - n_val - n_test]
+    vocab = CharVocab.build(train_text)
+    return TextSplits(
+        vocab.encode(train_text), vocab.encode(text[n - n_val - n_test : n - n_test]),
+        vocab.encode(text[n - n_test :]), vocab,
+    )
+
+
+def bptt_batches(stream: torch.Tensor, batch_size: int, seq_len: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Truncated-BPTT windows: the stream cut into `batch_size` parallel rows; window k
+    of every row continues window k-1, so the LSTM state can be carried across them."""
+    rows = (len(stream) - 1) // batch_size
+    if rows < 2:
+        return []
+    x = stream[: rows * batch_size].view(batch_size, rows)
+    y = stream[1 : rows * batch_size + 1].view(batch_size, rows)
+    return [(x[:, i : i + seq_len], y[:, i : i + seq_len]) for i in range(0, rows, seq_len)]
+
+
+def shard(dataset: Dataset, rank: int, world: int) -> Dataset:
+    """Every world-th example from `rank` on: an exact split for evaluation (no padding
+    or duplicates, unlike DistributedSampler)."""
+    return Subset(dataset, list(range(rank, len(dataset), world)))  # type: ignore[arg-type]
+
+
+__all__ = ["DataConfig", "DataError", "Splits", "image_splits", "text_splits", "CharVocab",
+           "bptt_batches", "shard", "TensorDataset"]

@@ -1,0 +1,520 @@
+"""Supervised training on Ray Train: `kind: classify` and `kind: language_model`.
+
+The driver builds a `TorchTrainer` (ScalingConfig from `scaling:`, FailureConfig,
+checkpoints kept by Ray Train under RUN_DIR/checkpoints/epoch_NNNNNN) and each worker
+runs `train_loop`:
+
+    model = prepare_model(net)               # DDP over gloo (CPU) or NCCL (GPU)
+    loader = prepare_data_loader(loader)     # DistributedSampler, device placement
+    restore model / optimizer / scheduler / epoch from ray.train.get_checkpoint()
+    for epoch: sampler.set_epoch; train; exact sharded validation (all-reduced sums);
+               scheduler step; early-stopping bookkeeping;
+               ray.train.report(metrics, checkpoint written by rank 0)
+
+Rank 0 also appends each epoch's metrics to RUN_DIR/metrics.jsonl (and TensorBoard,
+curve.png); the driver tails that file for the progress line. A restarted worker group
+(FailureConfig) or `--resume` continues from the newest checkpoint and first drops any
+metrics rows written after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from raydl.config import (
+    CheckpointConfig,
+    ConfigError,
+    LogConfig,
+    dump_yaml,
+    from_dict,
+    param,
+    section,
+    to_dict,
+)
+from raydl.nn import Optimizer, make_optimizer
+from raydl.sl.data import (
+    CharVocab,
+    DataConfig,
+    bptt_batches,
+    check_data,
+    image_splits,
+    shard,
+    text_splits,
+)
+from raydl.sl.models import ModelConfig, build_model, check_pretrained, set_backbone_trainable
+
+CHECKPOINTS = "checkpoints"
+MODEL_FILE = "model.pt"
+STATE_FILE = "state.json"
+VOCAB_FILE = "vocab.json"
+
+
+@dataclass
+class TrainConfig:
+    """Optimization and stopping."""
+
+    epochs: int = param(10, "training epochs", ge=1)
+    batch_size: int = param(64, "examples (or BPTT rows) per batch per worker", ge=1)
+    lr: float = param(1e-3, "learning rate", gt=0)
+    optimizer: Optimizer = param("adam", "optimizer")
+    momentum: float = param(0.9, "momentum (sgd, rmsprop)", ge=0, lt=1)
+    weight_decay: float = param(0.0, "L2 weight decay", ge=0)
+    schedule: Literal["constant", "cosine", "step"] = param("constant", "learning-rate schedule over epochs")
+    step_size: int = param(10, "schedule step: epochs between decays", ge=1)
+    step_gamma: float = param(0.1, "schedule step: decay factor", gt=0, le=1)
+    grad_clip: float = param(0.0, "max global gradient norm (0: no clipping)", ge=0)
+    amp: bool = param(False, "bfloat16 autocast (GPU workers only)")
+    early_stop_patience: int = param(0, "stop after N epochs without improvement (0: off)", ge=0)
+    early_stop_metric: str | None = param(None, "metric watched (none: val_accuracy, or val_loss for language models)")
+    threads_per_worker: int = param(1, "torch threads per worker (0: torch's default)", ge=0)
+
+
+@dataclass
+class ScalingSection:
+    """How many Ray Train workers, on what."""
+
+    workers: int = param(2, "data-parallel workers", ge=1)
+    use_gpu: bool | Literal["auto"] = param("auto", "GPU per worker: true, false, auto (if the cluster has GPUs)")
+    cpus_per_worker: float = param(1.0, "CPUs per worker", gt=0)
+    max_failures: int = param(0, "restart the worker group from the newest checkpoint up to N times", ge=0)
+
+
+@dataclass
+class SupervisedExperiment:
+    """A classification or language-model experiment file."""
+
+    kind: Literal["classify", "language_model"] = param("classify", "registry key")
+    seed: int = param(0, "seed of model init and data order", ge=0)
+    data: DataConfig = section(DataConfig, "dataset")
+    model: ModelConfig = section(ModelConfig, "network")
+    train: TrainConfig = section(TrainConfig, "optimization")
+    scaling: ScalingSection = section(ScalingSection, "Ray Train workers")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoints (every N epochs, keep N)")
+    log: LogConfig = section(LogConfig, "outputs")
+
+    def validate(self) -> None:
+        lm = self.kind == "language_model"
+        if lm != (self.model.arch == "lstm_lm"):
+            allowed = "lstm_lm" if lm else "cnn, resnet18, resnet34, resnet50, lstm, textcnn"
+            raise ConfigError(f"model.arch: {self.model.arch!r} does not fit kind {self.kind}; allowed: {allowed}")
+        if lm != (self.data.source == "text"):
+            raise ConfigError(
+                f"data.source: {self.data.source!r} does not fit kind {self.kind}; allowed: "
+                + ("text" if lm else "digits, mnist, fashion_mnist, cifar10, folder")
+            )
+        if self.model.arch == "textcnn":
+            raise ConfigError("model.arch: textcnn needs a text classification source, not yet available; allowed: cnn, resnet18, resnet34, resnet50, lstm")
+        if self.model.arch == "lstm" and not self.data.sequence:
+            raise ConfigError("model.arch: lstm reads images as rows; set data.sequence: true")
+        if self.model.arch == "cnn" and self.data.sequence:
+            raise ConfigError("data.sequence: true gives row sequences; model.arch cnn needs images (allowed: false)")
+        if self.model.arch.startswith("resnet") and self.data.channels not in (0, 3):
+            raise ConfigError("data.channels: ResNets take 3-channel images; allowed: 3 (or 0 for RGB sources)")
+        if self.model.tie_weights and self.model.embedding != self.model.hidden:
+            raise ConfigError(
+                f"model.tie_weights: needs model.embedding == model.hidden, got "
+                f"{self.model.embedding} and {self.model.hidden}"
+            )
+
+    @property
+    def headline(self) -> str:
+        return "val_bpc" if self.kind == "language_model" else "val_accuracy"
+
+    @property
+    def watched(self) -> tuple[str, str]:
+        """(metric, 'min' or 'max') for early stopping and the best checkpoint."""
+        name = self.train.early_stop_metric or ("val_loss" if self.kind == "language_model" else "val_accuracy")
+        return name, ("max" if "accuracy" in name else "min")
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+class ClassifyTask:
+    """Images (or image rows) -> class; accuracy is the headline."""
+
+    unit = "examples"
+
+    def __init__(self, cfg: SupervisedExperiment, rank: int, world: int) -> None:
+        import ray.train.torch
+
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.splits = image_splits(cfg.data)
+        self.net = build_model(cfg.model, self.splits.input_shape, self.splits.num_classes)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        loader = DataLoader(self.splits.train, batch_size=cfg.train.batch_size, shuffle=True,
+                            generator=generator)
+        # DistributedSampler over the workers (and device placement on GPU workers)
+        self.loader = ray.train.torch.prepare_data_loader(loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every worker
+
+    def batches(self) -> Any:
+        return iter(self.loader)
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y)
+        return loss, {"n": len(y), "correct": float((logits.argmax(1) == y).sum())}
+
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        return {"train_loss": sums["loss"] / max(sums["n"], 1),
+                "train_accuracy": sums["correct"] / max(sums["n"], 1)}
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        ds = self.splits.val if split == "val" else self.splits.test
+        if ds is None or len(ds) == 0:  # type: ignore[arg-type]
+            return {}
+        loader = DataLoader(shard(ds, self.rank, self.world), batch_size=256)
+        loss_sum, correct, total = 0.0, 0.0, 0.0
+        with torch.no_grad():
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                logits = model(x).float()
+                loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += float((logits.argmax(1) == y).sum())
+                total += len(y)
+        loss_sum, correct, total = _all_reduce([loss_sum, correct, total], device)
+        return {f"{split}_loss": loss_sum / max(total, 1), f"{split}_accuracy": correct / max(total, 1)}
+
+    def save_extra(self, directory: Path) -> None:
+        (directory / "data.json").write_text(json.dumps({
+            "num_classes": self.splits.num_classes, "input_shape": list(self.splits.input_shape)}))
+
+
+class LanguageModelTask:
+    """Characters -> next character with truncated BPTT; bits per character is the
+    headline (cross-entropy in nats / ln 2), perplexity is exp(loss)."""
+
+    unit = "tokens"
+
+    def __init__(self, cfg: SupervisedExperiment, rank: int, world: int) -> None:
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.splits = text_splits(cfg.data)
+        self.vocab: CharVocab = self.splits.vocab
+        self.net = build_model(cfg.model, (), 0, vocab_size=len(self.vocab))
+        # Each worker trains on its own contiguous slice of the stream.
+        train = self.splits.train
+        size = len(train) // world
+        self.stream = train[rank * size : (rank + 1) * size]
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.device = torch.device("cpu")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.state = None
+
+    def batches(self) -> Any:
+        import ray.train.torch
+
+        self.device = ray.train.torch.get_device()
+        for x, y in bptt_batches(self.stream, self.cfg.train.batch_size, self.cfg.data.seq_len):
+            yield x.to(self.device), y.to(self.device)
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        state = self.state
+        if state is not None and state[0].shape[1] != len(x):
+            state = None
+        logits, new_state = model(x, state)
+        # Carry the state into the next window but cut the gradient there (truncated BPTT).
+        self.state = (new_state[0].detach(), new_state[1].detach())
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return loss, {"n": y.numel()}
+
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["loss"] / max(sums["n"], 1)
+        return {"train_loss": loss, "train_bpc": loss / math.log(2)}
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        stream = self.splits.val if split == "val" else self.splits.test
+        size = len(stream) // self.world
+        mine = stream[self.rank * size : (self.rank + 1) * size]
+        loss_sum, tokens = 0.0, 0.0
+        state = None
+        with torch.no_grad():
+            for x, y in bptt_batches(mine, 16, self.cfg.data.seq_len):
+                logits, state = model(x.to(device), state)
+                loss_sum += float(nn.functional.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1), reduction="sum"))
+                tokens += y.numel()
+        loss_sum, tokens = _all_reduce([loss_sum, tokens], device)
+        loss = loss_sum / max(tokens, 1)
+        return {f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2),
+                f"{split}_perplexity": math.exp(min(loss, 50.0))}
+
+    def save_extra(self, directory: Path) -> None:
+        self.vocab.save(directory / VOCAB_FILE)
+
+
+def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.step_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """The per-worker training function given to TorchTrainer."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from raydl.metrics import MetricsWriter
+    from raydl.seeding import seed_everything
+
+    cfg: SupervisedExperiment = from_dict(SupervisedExperiment, config["experiment"])
+    run_dir = Path(config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if cfg.train.threads_per_worker:
+        torch.set_num_threads(cfg.train.threads_per_worker)
+    seed_everything(cfg.seed)  # identical initial weights on every worker
+    task: ClassifyTask | LanguageModelTask = (
+        LanguageModelTask(cfg, rank, world) if cfg.kind == "language_model" else ClassifyTask(cfg, rank, world)
+    )
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(task.net)
+    params = [p for p in model.parameters()]
+    optimizer = make_optimizer(cfg.train.optimizer, params, cfg.train.lr,
+                               momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    scheduler = _scheduler(cfg.train, optimizer)
+    watched, mode = cfg.watched
+    epoch, best, stale = 0, None, 0
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            saved = torch.load(Path(d) / MODEL_FILE, map_location=device, weights_only=True)
+            _unwrap(model).load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = json.loads((Path(d) / STATE_FILE).read_text())
+        epoch, best, stale = state["epoch"], state["best"], state["stale"]
+        if cfg.model.unfreeze_after and epoch > cfg.model.unfreeze_after:
+            set_backbone_trainable(_unwrap(model), True)
+            model = ray.train.torch.prepare_model(_unwrap(model))
+        torch.manual_seed(cfg.seed + 7919 * epoch)  # dropout masks differ from the first pass
+
+    writer = None
+    if rank == 0:
+        writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
+        writer.truncate_after(epoch)
+    amp = cfg.train.amp and device.type == "cuda"
+    try:
+        while epoch < cfg.train.epochs:
+            epoch += 1
+            if cfg.model.unfreeze_after and epoch == cfg.model.unfreeze_after + 1:
+                # DDP fixes its gradient hooks at wrap time: unfreeze, then wrap again.
+                set_backbone_trainable(_unwrap(model), True)
+                model = ray.train.torch.prepare_model(_unwrap(model))
+            task.set_epoch(epoch)
+            model.train()
+            sums = {"loss": 0.0, "n": 0.0, "correct": 0.0}
+            start = time.perf_counter()
+            for batch in task.batches():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss, stats = task.loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+                optimizer.step()
+                sums["loss"] += float(loss.detach()) * stats["n"]
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+            train_time = time.perf_counter() - start
+            totals = dict(zip(sums, _all_reduce(list(sums.values()), device)))
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            model.eval()
+            metrics: dict[str, Any] = {
+                "iteration": epoch, "epoch": epoch, **task.train_metrics(totals),
+                **task.evaluate(model, "val", device),
+                f"{task.unit}_per_s": totals["n"] / train_time if train_time > 0 else None,
+                "epoch_time_s": train_time, "lr": lr, "workers": world,
+            }
+            value = metrics.get(watched)
+            if value is not None and _improved(value, best, mode):
+                best, stale = value, 0
+            else:
+                stale += 1
+            stop = bool(cfg.train.early_stop_patience) and stale >= cfg.train.early_stop_patience
+            last = stop or epoch == cfg.train.epochs
+            if last:
+                metrics.update(task.evaluate(model, "test", device))
+            save = last or (cfg.checkpoint.every and epoch % cfg.checkpoint.every == 0)
+            with tempfile.TemporaryDirectory() as tmp:
+                report_ckpt = None
+                if save and rank == 0:
+                    directory = Path(tmp)
+                    torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict()}, directory / MODEL_FILE)
+                    task.save_extra(directory)
+                    dump_yaml(cfg, directory / "config.yaml")
+                    (directory / STATE_FILE).write_text(json.dumps(
+                        {"epoch": epoch, "best": best, "stale": stale, "metrics": metrics}))
+                    report_ckpt = Checkpoint.from_directory(tmp)
+                if writer is not None:
+                    writer.write(metrics)
+                ray.train.report(metrics, checkpoint=report_ckpt,
+                                 checkpoint_dir_name=f"epoch_{epoch:06d}" if save else None)
+            if writer is not None and (save or last):
+                writer.plot(cfg.headline, x="epoch")
+            if stop:
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def _use_gpu(choice: bool | str) -> bool:
+    if choice == "auto":
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return bool(choice)
+
+
+class _Tail(threading.Thread):
+    """Follows RUN_DIR/metrics.jsonl while training runs and feeds the progress line."""
+
+    def __init__(self, run_dir: Path, on_row: Any) -> None:
+        super().__init__(daemon=True)
+        self.path = run_dir / "metrics.jsonl"
+        self.on_row = on_row
+        self.done = threading.Event()
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            self.poll()
+        self.poll()
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path) as fh:
+            fh.seek(self.offset)
+            for line in fh:
+                if not line.endswith("\n"):
+                    break
+                self.offset += len(line.encode())
+                try:
+                    self.on_row(json.loads(line))
+                except ValueError:
+                    pass
+
+
+class TrainingError(RuntimeError):
+    """Training failed inside the workers; the message is the first worker's error."""
+
+
+def _one_line(exc: Exception) -> Exception:
+    """The root error of a failed fit as one line (a ConfigError stays a ConfigError)."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    for rank, error in sorted(failures.items()):
+        root = getattr(error, "cause", None) or error
+        text = str(root).strip().splitlines()
+        message = text[-1] if text else type(root).__name__
+        if isinstance(root, ConfigError):
+            return ConfigError(message)
+        return TrainingError(f"training failed on worker {rank}: {type(root).__name__}: {message}")
+    text = str(exc).strip().splitlines()
+    return TrainingError(f"training failed: {text[0] if text else type(exc).__name__}")
+
+
+def latest_epoch_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete epoch checkpoint of a supervised run, if any."""
+    root = run_dir / CHECKPOINTS
+    found = sorted(p for p in root.glob("epoch_*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+    return found[-1] if found else None
+
+
+class SupervisedTrainer:
+    """The registry's algorithm class for supervised kinds: `fit` runs a whole run."""
+
+    @staticmethod
+    def fit(cfg: SupervisedExperiment, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+        import ray
+        from ray.train import CheckpointConfig as RayCheckpointConfig
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        from raydl.metrics import Progress
+
+        check_data(cfg.data)
+        check_pretrained(cfg.model.arch, cfg.model)
+        use_gpu = _use_gpu(cfg.scaling.use_gpu)
+        if cfg.train.amp and not use_gpu:
+            raise ConfigError("train.amp: mixed precision needs GPU workers and none are used here; allowed: false")
+        if resume and latest_epoch_checkpoint(run_dir) is None:
+            raise ConfigError(f"--resume {run_dir}: no epoch checkpoint to continue from")
+        cpus = ray.cluster_resources().get("CPU", 0)
+        need = cfg.scaling.workers * cfg.scaling.cpus_per_worker
+        if need > cpus:
+            raise ConfigError(
+                f"scaling.workers: {cfg.scaling.workers} workers x {cfg.scaling.cpus_per_worker:g} "
+                f"CPUs need {need:g} CPUs, the cluster has {cpus:g}"
+            )
+        bar = Progress(cfg.train.epochs, "epochs", cfg.headline, enabled=progress, every_s=0.0)
+        tail = _Tail(run_dir, lambda row: bar.update(int(row.get("epoch", 0)), row))
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"experiment": to_dict(cfg), "run_dir": str(run_dir)},
+            scaling_config=ScalingConfig(
+                num_workers=cfg.scaling.workers, use_gpu=use_gpu,
+                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+            ),
+            run_config=RunConfig(
+                name=CHECKPOINTS, storage_path=str(run_dir.resolve()),
+                failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+                checkpoint_config=RayCheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+            ),
+        )
+        tail.start()
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as exc:
+            raise _one_line(exc) from None
+        finally:
+            tail.done.set()
+            tail.join()
+            bar.close()
+        return dict(result.metrics or {})
