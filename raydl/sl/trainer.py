@@ -313,7 +313,7 @@ def train_loop(config: dict[str, Any]) -> None:
                                momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     scheduler = _scheduler(cfg.train, optimizer)
     watched, mode = cfg.watched
-    epoch, best, stale = 0, None, 0
+    epoch, best, stale, restores = 0, None, 0, 0
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -324,6 +324,7 @@ def train_loop(config: dict[str, Any]) -> None:
             scheduler.load_state_dict(saved["scheduler"])
             state = json.loads((Path(d) / STATE_FILE).read_text())
         epoch, best, stale = state["epoch"], state["best"], state["stale"]
+        restores = state["restores"] + 1  # a --resume or a restarted worker group
         if cfg.model.unfreeze_after and epoch > cfg.model.unfreeze_after:
             set_backbone_trainable(_unwrap(model), True)
             model = ray.train.torch.prepare_model(_unwrap(model))
@@ -365,7 +366,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 "iteration": epoch, "epoch": epoch, **task.train_metrics(totals),
                 **task.evaluate(model, "val", device),
                 f"{task.unit}_per_s": totals["n"] / train_time if train_time > 0 else None,
-                "epoch_time_s": train_time, "lr": lr, "workers": world,
+                "epoch_time_s": train_time, "lr": lr, "workers": world, "restores": restores,
             }
             value = metrics.get(watched)
             if value is not None and _improved(value, best, mode):
@@ -386,7 +387,8 @@ def train_loop(config: dict[str, Any]) -> None:
                     task.save_extra(directory)
                     dump_yaml(cfg, directory / "config.yaml")
                     (directory / STATE_FILE).write_text(json.dumps(
-                        {"epoch": epoch, "best": best, "stale": stale, "metrics": metrics}))
+                        {"epoch": epoch, "best": best, "stale": stale, "restores": restores,
+                         "metrics": metrics}))
                     report_ckpt = Checkpoint.from_directory(tmp)
                 if writer is not None:
                     writer.write(metrics)

@@ -1,0 +1,121 @@
+"""Supervised kinds on a real Ray Train: 2 CPU workers, short epochs on data made here."""
+
+import json
+import os
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raydl.config import ConfigError
+from raydl.metrics import read_metrics
+from raydl.run import train
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+QUIET = ["log.tensorboard=false", "scaling.workers=2"]
+
+
+def _train_worker_pids() -> list[int]:
+    """Processes whose title names a Ray Train worker actor (Ray sets the title)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if proc.name.isdigit() and b"RayTrainWorker" in title:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    return [r["epoch"] for r in read_metrics(run_dir)]
+
+
+def test_cnn_digits_epoch_checkpoint_and_resume(tmp_path: Path) -> None:
+    first = train("cnn_digits", QUIET + ["train.epochs=1"], out=tmp_path, progress=False, echo=False)
+    m = first.metrics
+    assert m["workers"] == 2 and m["epoch"] == 1 and m["restores"] == 0
+    assert 0.3 < m["val_accuracy"] <= 1.0 and "test_accuracy" in m  # the last epoch is tested
+    assert first.checkpoint is not None and first.checkpoint.name == "epoch_000001"
+    assert (first.checkpoint / "model.pt").is_file()
+
+    second = train(resume=first.run_dir, overrides=["train.epochs=3"], progress=False, echo=False)
+    assert _epochs(first.run_dir) == [1, 2, 3]  # continued, nothing repeated
+    assert second.metrics["restores"] == 1
+    assert second.metrics["val_accuracy"] > m["val_accuracy"]
+    state = json.loads((second.checkpoint / "state.json").read_text())
+    assert state["epoch"] == 3
+
+
+def test_a_killed_worker_is_recovered_from_the_newest_checkpoint(tmp_path: Path) -> None:
+    # Small batches make each epoch last a few seconds, so the kill lands mid-epoch.
+    args = QUIET + ["train.epochs=5", "train.batch_size=4", "scaling.max_failures=2"]
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        run=train("cnn_digits", args, out=tmp_path, progress=False, echo=False)))
+    thread.start()
+    deadline = time.monotonic() + 240
+    killed = None
+    while killed is None and time.monotonic() < deadline:
+        runs = list(tmp_path.iterdir())
+        # epoch 2's row means epoch 1's report (and checkpoint) went through on every
+        # worker: kill one now, mid-way through a later epoch
+        if runs and _epochs(runs[0]) and _epochs(runs[0])[-1] >= 2:
+            for pid in _train_worker_pids()[:1]:
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+        time.sleep(0.2)
+    thread.join(timeout=300)
+    assert killed is not None, "no Ray Train worker process was found to kill"
+    run = result["run"]
+    assert _epochs(run.run_dir) == [1, 2, 3, 4, 5]
+    assert run.metrics["restores"] >= 1  # the group restarted from a checkpoint
+
+
+def test_language_model_epoch_reports_bits_per_character(tmp_path: Path) -> None:
+    text = tmp_path / "corpus.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    run = train(
+        "lstm_lm_pydoc",
+        QUIET + ["train.epochs=2", "train.batch_size=4", f"data.text_file={text}", "data.seq_len=32",
+                 "model.embedding=32", "model.hidden=32", "model.layers=1"],
+        out=tmp_path / "runs", progress=False, echo=False,
+    )
+    m = run.metrics
+    # 27 distinct characters: a uniform guess costs log2(27) = 4.75 bits; this text is
+    # so repetitive that two epochs get far below that
+    assert m["val_bpc"] < 3.0 and m["val_perplexity"] == pytest.approx(2 ** m["val_bpc"], rel=1e-6)
+    assert (run.checkpoint / "vocab.json").is_file()
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    dtype_code = 0x08  # unsigned byte
+    header = struct.pack(">HBB", 0, dtype_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_from_local_files_and_a_wrong_path(tmp_path: Path) -> None:
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 240), ("t10k", 60)):
+        labels = rng.integers(0, 10, n)
+        images = np.zeros((n, 28, 28), np.uint8)
+        for i, label in enumerate(labels):  # a bright bar whose row is the label
+            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        # the uncompressed IDX files torchvision's MNIST reads from MNIST/raw
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    run = train("cnn_mnist", QUIET + ["train.epochs=2", f"data.data_dir={tmp_path / 'data'}"],
+                out=tmp_path / "runs", progress=False, echo=False)
+    assert run.metrics["test_accuracy"] > 0.5  # trivially separable made-up digits
+
+    with pytest.raises(ConfigError, match="mnist is not in .*nowhere.*put torchvision's MNIST files there"):
+        train("cnn_mnist", QUIET + [f"data.data_dir={tmp_path / 'nowhere'}"],
+              out=tmp_path / "runs2", progress=False, echo=False)
