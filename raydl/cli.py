@@ -30,14 +30,21 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list experiment files and registered kinds")
 
-    ev = sub.add_parser("eval", help="play greedy episodes with a checkpoint")
-    ev.add_argument("checkpoint", help="a checkpoint directory or a run directory (latest)")
+    ev = sub.add_parser("eval", help="play episodes (RL), test a classifier or an ensemble, "
+                        "or generate text with a language model")
+    ev.add_argument("checkpoint", nargs="+",
+                    help="checkpoint or run directories (latest); several classifiers: an ensemble")
     ev.add_argument("--episodes", type=int, default=10, help="whole episodes to play")
     ev.add_argument("--gif", type=Path, help="write the first episode as an animated GIF")
     ev.add_argument("--epsilon", type=float, default=None,
                     help="random-action rate (default: 0.05 on Atari as in the DQN papers, "
                          "else 0)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    ev.add_argument("--generate", type=int, default=0, metavar="N",
+                    help="language models: print N generated characters")
+    ev.add_argument("--prompt", default="", help="language models: text to continue")
+    ev.add_argument("--temperature", type=float, default=0.8,
+                    help="language models: sampling temperature")
     return p
 
 
@@ -72,8 +79,47 @@ def _cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _resolve_checkpoint(text: str) -> Path:
+    """A checkpoint directory, or the newest checkpoint of a run directory (RL runs keep
+    checkpoints/iter_*, supervised runs checkpoints/epoch_*)."""
     from raydl import checkpoint as ckpt
+    from raydl.sl.trainer import latest_epoch_checkpoint
+
+    path = Path(text)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such checkpoint or run directory")
+    if (path / ckpt.COMPLETE_MARKER).is_file():
+        return path
+    return latest_epoch_checkpoint(path) or ckpt.latest_checkpoint(path)
+
+
+def _eval_supervised(args: argparse.Namespace, directories: list[Path]) -> int:
+    from raydl.sl.evaluate import evaluate_classifiers, generate, load_checkpoint
+
+    models = [load_checkpoint(d) for d in directories]
+    if models[0].cfg.kind == "language_model":
+        if len(models) > 1:
+            raise ConfigError("eval: give one language-model checkpoint")
+        if args.generate < 1:
+            raise ConfigError("eval: a language model needs --generate N (characters to print)")
+        print(generate(models[0], args.prompt, args.generate, args.temperature, args.seed))
+        return 0
+    if any(m.cfg.kind != "classify" for m in models):
+        raise ConfigError("eval: an ensemble takes classifier checkpoints only")
+    report = evaluate_classifiers(models)
+    for d, acc in zip(directories, report["accuracies"]):
+        print(f"{d}: {report['split']} accuracy {acc:.4f}")
+    line = f"raydl eval: {report['examples']} {report['split']} examples"
+    if len(models) > 1:
+        line += f", ensemble of {len(models)} accuracy {report['ensemble_accuracy']:.4f}"
+        line += f" (best single {max(report['accuracies']):.4f})"
+    else:
+        line += f", accuracy {report['accuracies'][0]:.4f}"
+    print(line)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
     from raydl import registry
     from raydl.config import load_experiment
     from raydl.envs.atari import is_atari
@@ -83,11 +129,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
-    path = Path(args.checkpoint)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such checkpoint or run directory")
-    directory = ckpt.latest_checkpoint(path)
-    cfg = load_experiment(directory / "config.yaml")
+    directories = [_resolve_checkpoint(c) for c in args.checkpoint]
+    cfg = load_experiment(directories[0] / "config.yaml")
+    if cfg.kind in ("classify", "language_model"):
+        return _eval_supervised(args, directories)
+    if len(directories) > 1:
+        raise ConfigError("eval: RL checkpoints are evaluated one at a time")
+    directory = directories[0]
     epsilon = args.epsilon
     if epsilon is None:
         epsilon = 0.05 if is_atari(cfg.env) else 0.0
