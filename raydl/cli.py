@@ -45,7 +45,28 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt", default="", help="language models: text to continue")
     ev.add_argument("--temperature", type=float, default=0.8,
                     help="language models: sampling temperature")
+    viz = sub.add_parser("viz", help="PNG grids of a CNN's activation maps for one image")
+    viz.add_argument("checkpoint", help="a classifier checkpoint or run directory (latest)")
+    viz.add_argument("--image", type=Path, required=True, help="the image to look at")
+    viz.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
     return p
+
+
+def _cmd_viz(args: argparse.Namespace) -> int:
+    from raydl.sl.evaluate import load_checkpoint
+    from raydl.sl.viz import write_visualizations
+
+    directory = _resolve_checkpoint(args.checkpoint)
+    if not args.image.is_file():
+        raise ConfigError(f"--image {args.image}: no such file")
+    loaded = load_checkpoint(directory)
+    if loaded.cfg.kind != "classify":
+        raise ConfigError(f"{directory}: viz needs an image classifier, this is {loaded.cfg.kind}")
+    written = write_visualizations(loaded, args.image, args.out)
+    for path in written:
+        print(path)
+    print(f"raydl viz: {len(written) - 1} activation grids and the first layer's filters in {args.out}")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -156,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     from raydl.checkpoint import CheckpointError
 
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval}
+    handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError) as exc:

@@ -41,7 +41,7 @@ from raydl.config import (
 )
 from raydl.envs import check_env_id, make_env
 from raydl.nn import Activation, Optimizer, make_optimizer
-from raydl.rl.ac_worker import ACWorker, assign_gradients
+from raydl.rl.ac_worker import ACWorker, assign_gradients, flat_weights
 from raydl.rl.networks import ActorCritic
 from raydl.seeding import seed_everything
 
@@ -111,10 +111,10 @@ class ActorCriticExperiment:
             raise ConfigError(
                 "algo.asynchronous: true is A3C; use kind: a3c, or allowed for a2c: false"
             )
-        if not algo.asynchronous and self.runners.sync_weights_every != 1:
+        if self.runners.sync_weights_every != 1:
             raise ConfigError(
-                f"runners.sync_weights_every: {self.runners.sync_weights_every} with "
-                "synchronous updates would train on stale weights; allowed: 1"
+                f"runners.sync_weights_every: {self.runners.sync_weights_every}: actor-critic "
+                "workers get the learner's weights with every request; allowed: 1"
             )
         if self.kind == "reinforce" and algo.returns != "episode":
             raise ConfigError(
@@ -198,7 +198,7 @@ class ActorCriticAlgorithm:
             self.pool = RunnerPool(
                 cfg.runners, lambda index: {**kwargs, "runner_index": index}, ACWorker
             )
-            self.pool.broadcast_weights(self.net.state_dict(), self.updates)
+            self.pool.broadcast_weights(flat_weights(self.net), self.updates)
 
     # ------------------------------------------------------------------ learning
     def _apply(self, results: list[dict[str, Any]], stats: dict[str, list[float]]) -> None:
@@ -226,8 +226,9 @@ class ActorCriticAlgorithm:
                 stats[key].append(value)
             stats[f"worker{max(r['runner'], 0)}_env_steps"].append(r["env_steps"])
 
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return self.net.state_dict()
+    def _weights_ref(self) -> Any:
+        assert self.pool is not None
+        return self.pool.weights_ref(lambda: flat_weights(self.net), self.updates)
 
     def step(self) -> dict[str, Any]:
         """One training iteration (>= steps_per_iteration env steps); its metrics."""
@@ -256,8 +257,7 @@ class ActorCriticAlgorithm:
                 self._apply([result], stats)
                 # Fresh weights to this worker only; the others finish what they started.
                 self.pool.submit(
-                    result["runner"], "compute_gradients", n,
-                    weights=self._weights, version=self.updates,
+                    result["runner"], "compute_gradients", n, self._weights_ref(), self.updates
                 )
             else:
                 assert self.pool is not None
@@ -265,9 +265,7 @@ class ActorCriticAlgorithm:
                 stats["staleness"] += [self.updates - r["weights_version"] for r in results]
                 self._apply(results, stats)
                 for index in range(len(results)):
-                    self.pool.submit(
-                        index, "compute_gradients", n, weights=self._weights, version=self.updates
-                    )
+                    self.pool.submit(index, "compute_gradients", n, self._weights_ref(), self.updates)
         self.iteration += 1
         elapsed = time.perf_counter() - start
         metrics: dict[str, Any] = {
@@ -332,7 +330,7 @@ class ActorCriticAlgorithm:
         else:
             assert self.pool is not None
             self.pool.reset(self.generation, state["workers"])
-            self.pool.broadcast_weights(self.net.state_dict(), self.updates)
+            self.pool.broadcast_weights(flat_weights(self.net), self.updates)
 
     def runner_infos(self) -> list[dict[str, Any]]:
         if self.local is not None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from raydl.config import AtariConfig
 from raydl.envs import make_vector_env
@@ -25,6 +26,11 @@ from raydl.rl.runner import EpisodeTracker, runner_info, training_signals
 from raydl.seeding import env_seeds, runner_seed
 
 Returns = Literal["nstep", "gae", "episode"]
+
+
+def flat_weights(net: torch.nn.Module) -> np.ndarray:
+    """Every parameter in one float32 vector (the actor-critic nets have no buffers)."""
+    return parameters_to_vector(net.parameters()).detach().cpu().numpy().astype(np.float32, copy=False)
 
 
 def flat_gradients(net: torch.nn.Module) -> np.ndarray:
@@ -96,8 +102,13 @@ class ACWorker:
         self.tracker = EpisodeTracker(self.num_envs)
 
     # -- policy -------------------------------------------------------------------------
-    def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
-        self.policy.load_state_dict(state_dict)
+    def set_weights(self, weights: dict[str, torch.Tensor] | np.ndarray, version: int) -> None:
+        """Load the learner's weights: a state dict, or the flat parameter vector of
+        `flat_weights` (what the learner sends with every request)."""
+        if isinstance(weights, np.ndarray):
+            vector_to_parameters(torch.from_numpy(weights.copy()), self.policy.parameters())
+        else:
+            self.policy.load_state_dict(weights)
         self.weights_version = version
 
     def share_policy(self, policy: ActorCritic) -> None:
@@ -186,10 +197,15 @@ class ACWorker:
             return returns - values, returns
         return gae(rewards, values, next_values, terminated, ended, self.gamma, self.gae_lambda)
 
-    def compute_gradients(self, num_steps: int) -> dict[str, Any]:
-        """Roll out, compute the actor-critic loss and return its gradient (flat float32)
-        with the rollout's bookkeeping; the learner applies it."""
+    def compute_gradients(
+        self, num_steps: int, weights: np.ndarray | None = None, version: int = -1
+    ) -> dict[str, Any]:
+        """Roll out (with `weights` loaded first, if given), compute the actor-critic loss
+        and return its gradient (flat float32) with the rollout's bookkeeping; the learner
+        applies it. Weights ride along with the request: one actor call per gradient."""
         start = time.perf_counter()
+        if weights is not None:
+            self.set_weights(weights, version)
         rollout = self._rollout(num_steps)
         batch = rollout["batch"]
         steps, envs = batch["action"].shape

@@ -41,17 +41,20 @@ class RunnerPool:
         self._weights_ref: ray.ObjectRef | None = None
         self._weights_version = -1
 
-    def _weights(self, state_dict: StateDictFn, version: int) -> Any:
-        # One object-store copy per learner version, shared by every runner that needs it.
+    def weights_ref(self, weights: Callable[[], Any], version: int) -> Any:
+        """One object-store copy per learner version, shared by every runner that needs
+        it. `weights()` gives a state dict (copied to CPU) or a flat NumPy vector (which
+        Ray hands to the actors without a copy: much cheaper for small, frequent syncs)."""
         if self._weights_version != version or self._weights_ref is None:
-            self._weights_ref = ray.put(
-                {k: v.detach().to("cpu", copy=True) for k, v in state_dict().items()}
-            )
+            value = weights()
+            if isinstance(value, dict):
+                value = {k: v.detach().to("cpu", copy=True) for k, v in value.items()}
+            self._weights_ref = ray.put(value)
             self._weights_version = version
         return self._weights_ref
 
-    def broadcast_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
-        ref = self._weights(lambda: state_dict, version)
+    def broadcast_weights(self, state_dict: Any, version: int) -> None:
+        ref = self.weights_ref(lambda: state_dict, version)
         ray.get([a.set_weights.remote(ref, version) for a in self.actors])
 
     def start(self, method: str, args: Callable[[int], tuple[Any, ...]]) -> None:
@@ -89,7 +92,7 @@ class RunnerPool:
         self.requests[index] += 1
         if weights is not None and self.requests[index] % self.cfg.sync_weights_every == 0:
             # Actor calls run in submission order, so the request uses these weights.
-            actor.set_weights.remote(self._weights(weights, version), version)
+            actor.set_weights.remote(self.weights_ref(weights, version), version)
         self.in_flight[getattr(actor, method).remote(*args)] = index
 
     def reset(self, generation: int, states: list[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ where to put it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +59,8 @@ class Splits:
     test: Dataset | None
     num_classes: int
     input_shape: tuple[int, ...]
+    mean: list[float] = field(default_factory=list)  # training-set pixel statistics,
+    std: list[float] = field(default_factory=list)  # saved so one image can be prepared
 
 
 def _split_indices(n: int, val: float, test: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -81,7 +83,7 @@ class ImageTensors(Dataset):
         return (self.transform(x) if self.transform else x), self.labels[i]
 
 
-def _image_transform(cfg: DataConfig, mean: list[float], std: list[float], train: bool) -> Any:
+def image_transform(cfg: DataConfig, mean: list[float], std: list[float], train: bool) -> Any:
     from torchvision.transforms import v2 as T
 
     steps: list[Any] = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
@@ -184,13 +186,14 @@ def image_splits(cfg: DataConfig) -> Splits:
     scaled = train_x.float() / 255.0
     mean = scaled.mean(dim=(0, 2, 3)).tolist()
     std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
-    train = ImageTensors(train_x, train_y, _image_transform(cfg, mean, std, train=True))
+    train = ImageTensors(train_x, train_y, image_transform(cfg, mean, std, train=True))
     val_ds, test_ds = (
-        ImageTensors(x, y, _image_transform(cfg, mean, std, train=False)) for x, y in parts
+        ImageTensors(x, y, image_transform(cfg, mean, std, train=False)) for x, y in parts
     )
     num_classes = int(max(int(y.max()) for y in (train_y, *(p[1] for p in parts)) if len(y)) + 1)
     sample = train[0][0]
-    return Splits(train, val_ds, test_ds if len(test_ds) else None, num_classes, tuple(sample.shape))
+    return Splits(train, val_ds, test_ds if len(test_ds) else None, num_classes,
+                  tuple(sample.shape), mean, std)
 
 
 # ----------------------------------------------------------------------------- text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -81,7 +83,8 @@ def check_pretrained(arch: str, cfg: ModelConfig) -> None:
     if cached.is_file():
         return
     try:
-        torch.hub.load_state_dict_from_url(url, model_dir=str(hub / "checkpoints"), progress=False)
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line
+            torch.hub.load_state_dict_from_url(url, model_dir=str(hub / "checkpoints"), progress=False)
     except Exception as exc:  # offline: URLError, socket errors, HTTP errors
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(

@@ -208,7 +208,8 @@ class ClassifyTask:
 
     def save_extra(self, directory: Path) -> None:
         (directory / "data.json").write_text(json.dumps({
-            "num_classes": self.splits.num_classes, "input_shape": list(self.splits.input_shape)}))
+            "num_classes": self.splits.num_classes, "input_shape": list(self.splits.input_shape),
+            "mean": self.splits.mean, "std": self.splits.std}))
 
 
 class LanguageModelTask:

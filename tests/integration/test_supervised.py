@@ -119,3 +119,42 @@ def test_mnist_from_local_files_and_a_wrong_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mnist is not in .*nowhere.*put torchvision's MNIST files there"):
         train("cnn_mnist", QUIET + [f"data.data_dir={tmp_path / 'nowhere'}"],
               out=tmp_path / "runs2", progress=False, echo=False)
+
+
+def _image_folder(root: Path, per_class: int = 24) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["horizontal", "vertical"]):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (32, 32, 3)).astype(np.uint8)
+            if label == 0:
+                img[12:20, :, :] = 255
+            else:
+                img[:, 12:20, :] = 255
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+def test_resnet_transfer_trains_only_the_head_while_frozen(tmp_path: Path) -> None:
+    import torch
+
+    from raydl.seeding import seed_everything
+    from raydl.sl.models import ModelConfig, build_model
+
+    folder = _image_folder(tmp_path / "images")
+    run = train(
+        "resnet_transfer",
+        QUIET + ["train.epochs=1", "model.pretrained=false", f"data.data_dir={folder}",
+                 "data.image_size=32", "train.batch_size=8"],
+        out=tmp_path / "runs", progress=False, echo=False,
+    )
+    saved = torch.load(run.checkpoint / "model.pt", weights_only=True)["model"]
+    seed_everything(0)  # the trainer's initial weights
+    initial = build_model(ModelConfig(arch="resnet18"), (3, 32, 32), 2).state_dict()
+    assert torch.equal(saved["conv1.weight"], initial["conv1.weight"])  # frozen backbone
+    assert not torch.equal(saved["fc.weight"], initial["fc.weight"])  # the new head learned
+    with pytest.raises(ConfigError, match="model.pretrained: resnet18 ImageNet weights are not cached"):
+        train("resnet_transfer", QUIET + [f"data.data_dir={folder}", f"model.checkpoint_dir={tmp_path / 'hub'}"],
+              out=tmp_path / "runs2", progress=False, echo=False)
