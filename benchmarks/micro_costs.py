@@ -5,6 +5,8 @@ Prints:
      CartPole MLP sizes, batch 64: what bounds raydl's CartPole wall time;
   2. a Nature-CNN Q-network forward pass per sample, batch 4/8/16, NCHW vs channels_last:
      what each env runner pays per Atari step when it acts with the network;
+  2b. the same forward pass quantized to int8 (static, x86 backend): how much a cheaper
+     CPU forward pass would buy;
   3. preprocessed Pong steps/s of one process alone and of two processes at once: the
      emulator reference and whether the machine scales to two cores.
 
@@ -69,6 +71,44 @@ def cnn_cost(batch: int, channels_last: bool) -> float:
         return _time(lambda: net(x), 200) / batch
 
 
+def cnn_int8_cost(batch: int) -> tuple[float, float, float]:
+    """Static int8 quantization (x86 backend, FX graph mode) of the Nature CNN's layers:
+    (fp32 ms/sample, int8 ms/sample, share of greedy actions that agree). The question
+    it answers: can a cheaper CPU forward pass close the gap to the emulator?"""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    warnings.filterwarnings("ignore")
+    net = QNetwork((4, 84, 84), 6, [512]).eval()
+
+    class Body(torch.nn.Module):  # the layers after the uint8 -> [0, 1] scaling
+        def __init__(self, q: QNetwork) -> None:
+            super().__init__()
+            self.conv, self.trunk, self.head = q.encoder.net, q.trunk, q.advantage  # type: ignore[union-attr]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.trunk(self.conv(x)))
+
+    gen = torch.Generator().manual_seed(0)
+    frames = [torch.randint(0, 256, (batch, 4, 84, 84), generator=gen, dtype=torch.uint8)
+              for _ in range(9)]
+    prepared = prepare_fx(Body(copy.deepcopy(net)).eval(), get_default_qconfig_mapping("x86"),
+                          (frames[0].float() / 255,))
+    with torch.no_grad():
+        for f in frames[1:]:  # calibration
+            prepared(f.float() / 255)
+    quantized = convert_fx(prepared)
+    x = frames[0]
+    with torch.inference_mode():
+        fp32 = _time(lambda: net(x), 200) / batch
+        int8 = _time(lambda: quantized(x.float() / 255), 200) / batch
+        agree = float((net(x).argmax(1) == quantized(x.float() / 255).argmax(1)).float().mean())
+    return fp32, int8, agree
+
+
 def _pong_rate(seconds: float, out: mp.Queue) -> None:
     from raydl.envs.atari import make_atari
 
@@ -108,6 +148,11 @@ def main() -> int:
         nchw, nhwc = cnn_cost(batch, False), cnn_cost(batch, True)
         print(f"   batch {batch:2d}: NCHW {nchw:.3f} ms, channels_last {nhwc:.3f} ms "
               f"({(1 - nhwc / nchw) * 100:+.0f}% faster)")
+    print("2b. Nature CNN, static int8 quantization (1 thread)")
+    for batch in (8, 16):
+        fp32, int8, agree = cnn_int8_cost(batch)
+        print(f"   batch {batch:2d}: fp32 {fp32:.3f} ms, int8 {int8:.3f} ms ({fp32 / int8:.2f}x); "
+              f"greedy actions agree on {agree:.0%} of random frames")
     print("3. preprocessed Pong, random actions")
     (solo,) = pong_rates(1, args.seconds)
     pair = pong_rates(2, args.seconds)

@@ -60,6 +60,7 @@ def make_optimizer(
             momentum=momentum,
             eps=eps if eps is not None else 1e-8,
             weight_decay=weight_decay,
+            foreach=True,  # one kernel per op over all tensors: small nets step ~3x faster
         )
     raise ValueError(f"optimizer: unknown {name!r}; allowed: adam, sgd, rmsprop")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -196,7 +197,12 @@ def summary_line(cfg: Any, result: RunResult) -> str:
 def _fit(cfg: Any, algo_cls: Any, run_dir: Path, resume: bool, progress: bool, echo: bool) -> RunResult:
     """Supervised kinds: one blocking Ray Train fit; metrics come from the run's file."""
     start = time.monotonic()
-    algo_cls.fit(cfg, run_dir, resume=resume, progress=progress)
+    try:
+        algo_cls.fit(cfg, run_dir, resume=resume, progress=progress)
+    except ConfigError:
+        if not resume:  # refused before any work: leave no half-made run directory
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     wall = time.monotonic() - start
     rows = read_metrics(run_dir)
     metrics = rows[-1] if rows else {}

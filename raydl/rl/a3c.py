@@ -164,8 +164,9 @@ class ActorCriticAlgorithm:
         )
         self.policy_fn = functools.partial(build_actor_critic, obs_shape, num_actions, algo)
         self.net = self.policy_fn().to(self.device)
+        self.params = list(self.net.parameters())
         self.optimizer = make_optimizer(
-            algo.optimizer, self.net.parameters(), algo.lr, momentum=algo.momentum,
+            algo.optimizer, self.params, algo.lr, momentum=algo.momentum,
             eps=algo.adam_eps,
         )
         self.env_steps = 0
@@ -198,7 +199,7 @@ class ActorCriticAlgorithm:
             self.pool = RunnerPool(
                 cfg.runners, lambda index: {**kwargs, "runner_index": index}, ACWorker
             )
-            self.pool.broadcast_weights(flat_weights(self.net), self.updates)
+            self.pool.broadcast_weights(flat_weights(self.params), self.updates)
 
     # ------------------------------------------------------------------ learning
     def _apply(self, results: list[dict[str, Any]], stats: dict[str, list[float]]) -> None:
@@ -208,10 +209,10 @@ class ActorCriticAlgorithm:
             grads = results[0]["grads"]
         else:
             grads = sum(r["grads"] * (r["samples"] / total) for r in results)
-        assign_gradients(self.net, grads)
+        assign_gradients(self.params, grads)
         if self.cfg.algo.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(
-                self.net.parameters(), self.cfg.algo.grad_clip, foreach=True
+                self.params, self.cfg.algo.grad_clip, foreach=True
             )
             stats["grad_norm"].append(float(norm))
         self.optimizer.step()
@@ -228,7 +229,7 @@ class ActorCriticAlgorithm:
 
     def _weights_ref(self) -> Any:
         assert self.pool is not None
-        return self.pool.weights_ref(lambda: flat_weights(self.net), self.updates)
+        return self.pool.weights_ref(lambda: flat_weights(self.params), self.updates)
 
     def step(self) -> dict[str, Any]:
         """One training iteration (>= steps_per_iteration env steps); its metrics."""
@@ -256,8 +257,10 @@ class ActorCriticAlgorithm:
                 stats["staleness"].append(self.updates - result["weights_version"])
                 self._apply([result], stats)
                 # Fresh weights to this worker only; the others finish what they started.
+                # A small vector goes inline with the request (no object-store round
+                # trip); only this worker needs this version.
                 self.pool.submit(
-                    result["runner"], "compute_gradients", n, self._weights_ref(), self.updates
+                    result["runner"], "compute_gradients", n, flat_weights(self.params), self.updates
                 )
             else:
                 assert self.pool is not None
@@ -330,7 +333,7 @@ class ActorCriticAlgorithm:
         else:
             assert self.pool is not None
             self.pool.reset(self.generation, state["workers"])
-            self.pool.broadcast_weights(flat_weights(self.net), self.updates)
+            self.pool.broadcast_weights(flat_weights(self.params), self.updates)
 
     def runner_infos(self) -> list[dict[str, Any]]:
         if self.local is not None:

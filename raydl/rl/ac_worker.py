@@ -28,29 +28,31 @@ from raydl.seeding import env_seeds, runner_seed
 Returns = Literal["nstep", "gae", "episode"]
 
 
-def flat_weights(net: torch.nn.Module) -> np.ndarray:
+# The functions below take the parameter list (list(net.parameters()), made once):
+# walking the module tree on every call costs more than the copies for small nets.
+Params = list[torch.nn.Parameter]
+
+
+def flat_weights(params: Params) -> np.ndarray:
     """Every parameter in one float32 vector (the actor-critic nets have no buffers)."""
-    return parameters_to_vector(net.parameters()).detach().cpu().numpy().astype(np.float32, copy=False)
+    return parameters_to_vector(params).detach().cpu().numpy().astype(np.float32, copy=False)
 
 
-def flat_gradients(net: torch.nn.Module) -> np.ndarray:
+def flat_gradients(params: Params) -> np.ndarray:
     """Every parameter's gradient in one float32 vector (zeros where there is none)."""
-    parts = [
-        (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-        for p in net.parameters()
-    ]
+    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
     return torch.cat(parts).detach().cpu().numpy().astype(np.float32, copy=False)
 
 
-def assign_gradients(net: torch.nn.Module, flat: np.ndarray | torch.Tensor) -> None:
+def assign_gradients(params: Params, flat: np.ndarray | torch.Tensor) -> None:
     """Set each parameter's .grad from a vector made by `flat_gradients`."""
     # A copy: results from Ray arrive as read-only views of the object store.
     vector = torch.tensor(flat, dtype=torch.float32)
-    expected = sum(p.numel() for p in net.parameters())
+    expected = sum(p.numel() for p in params)
     if len(vector) != expected:
         raise ValueError(f"gradient has {len(vector)} values, the network {expected}")
     offset = 0
-    for p in net.parameters():
+    for p in params:
         n = p.numel()
         p.grad = vector[offset : offset + n].view_as(p).to(p.device, p.dtype)
         offset += n
@@ -85,6 +87,7 @@ class ACWorker:
         self.life_loss_terminal = bool(atari and is_atari(env_id) and atari.terminal_on_life_loss)
         self.num_envs = num_envs
         self.policy = policy_fn()
+        self.params = list(self.policy.parameters())
         self.images = len(self.envs.single_observation_space.shape or ()) == 3
         self.returns, self.gamma, self.gae_lambda = returns, gamma, gae_lambda
         self.vf_coef, self.ent_coef = vf_coef, ent_coef
@@ -106,7 +109,7 @@ class ACWorker:
         """Load the learner's weights: a state dict, or the flat parameter vector of
         `flat_weights` (what the learner sends with every request)."""
         if isinstance(weights, np.ndarray):
-            vector_to_parameters(torch.from_numpy(weights.copy()), self.policy.parameters())
+            vector_to_parameters(torch.from_numpy(weights.copy()), self.params)
         else:
             self.policy.load_state_dict(weights)
         self.weights_version = version
@@ -114,6 +117,7 @@ class ACWorker:
     def share_policy(self, policy: ActorCritic) -> None:
         """Use the learner's own network (in-process worker on the learner's device)."""
         self.policy = policy
+        self.params = list(policy.parameters())
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions sampled from pi(.|s) by the Gumbel-max trick with this worker's RNG
@@ -226,7 +230,7 @@ class ACWorker:
         self.policy.zero_grad(set_to_none=True)
         loss.backward()
         return {
-            "grads": flat_gradients(self.policy),
+            "grads": flat_gradients(self.params),
             "samples": int(valid.sum()),
             "stats": parts,
             "episodes": rollout["episodes"],

@@ -13,6 +13,8 @@ where to put it.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,12 +37,17 @@ class DataError(ConfigError):
 class DataConfig:
     """Where the examples come from and how they are split and transformed."""
 
-    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "folder", "text"] = param(
-        "digits", "dataset: digits (offline), mnist, fashion_mnist, cifar10, folder, text"
+    source: Literal[
+        "digits", "mnist", "fashion_mnist", "cifar10", "folder", "text", "text_folder", "csv"
+    ] = param(
+        "digits", "dataset: images (digits (offline), mnist, fashion_mnist, cifar10, folder), "
+        "a corpus for language models (text), labelled documents (text_folder, csv)"
     )
     data_dir: str = param("data", "where torchvision datasets / image folders / text live")
     download: bool = param(False, "download torchvision datasets into data_dir if absent")
-    text_file: str | None = param(None, "text corpus file for source: text (none: pydoc_data.topics)")
+    text_file: str | None = param(
+        None, "source text: a corpus file, or a WikiText-style directory (none: pydoc_data.topics)"
+    )
     val_fraction: float = param(0.15, "share held out for validation", ge=0, lt=1)
     test_fraction: float = param(0.15, "share held out for the final test (digits, folder, text)", ge=0, lt=1)
     image_size: int = param(0, "resize images to this square size (0: keep)", ge=0)
@@ -49,6 +56,10 @@ class DataConfig:
     normalize: bool = param(True, "standardize pixels with the training set's mean/std")
     sequence: bool = param(False, "images as sequences of rows (sequential MNIST) for LSTMs")
     seq_len: int = param(128, "language models: tokens per truncated-BPTT window", ge=2)
+    level: Literal["char", "word"] = param("char", "language models: character or word tokens")
+    csv_file: str | None = param(None, "source csv: a file with `text` and `label` columns")
+    max_tokens: int = param(400, "documents: keep the first N word tokens", ge=1)
+    max_vocab: int = param(20_000, "documents: vocabulary size (most frequent words)", ge=2)
     seed: int = param(0, "seed of the train/validation/test split", ge=0)
 
 
@@ -207,7 +218,13 @@ def check_data(cfg: DataConfig) -> None:
     elif cfg.source == "folder":
         _folder(cfg)
     elif cfg.source == "text":
-        read_corpus(cfg)
+        folder = Path(cfg.text_file).expanduser() if cfg.text_file else None
+        if folder is not None and folder.is_dir():
+            _wikitext_parts(folder)
+        else:
+            read_corpus(cfg)
+    elif cfg.source in DOCUMENT_SOURCES:
+        read_documents(cfg)
 
 
 def read_corpus(cfg: DataConfig) -> str:
@@ -240,6 +257,9 @@ class CharVocab:
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def encode_text(self, text: str) -> torch.Tensor:
+        return self.encode(text)
+
     def __len__(self) -> int:
         return len(self.chars)
 
@@ -256,20 +276,52 @@ class TextSplits:
     train: torch.Tensor  # token ids, one long stream
     val: torch.Tensor
     test: torch.Tensor
-    vocab: CharVocab
+    vocab: CharVocab | WordVocab
+
+
+WIKITEXT_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
+
+
+def _wikitext_parts(folder: Path) -> list[str]:
+    missing = [f for f in WIKITEXT_FILES if not (folder / f).is_file()]
+    if missing:
+        raise DataError(
+            f"data.text_file: {folder} is a directory but has no {', '.join(missing)} "
+            "(WikiText layout: wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens)"
+        )
+    return [(folder / f).read_text(encoding="utf-8", errors="replace") for f in WIKITEXT_FILES]
+
+
+def words(text: str) -> list[str]:
+    """Whitespace tokens with an <eos> closing every non-empty line (WikiText's convention)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if tokens:
+            out += tokens + ["<eos>"]
+    return out
 
 
 def text_splits(cfg: DataConfig) -> TextSplits:
-    """Contiguous train / validation / test stretches of the corpus (in that order)."""
-    text = read_corpus(cfg)
-    n = len(text)
-    n_test, n_val = int(n * cfg.test_fraction), int(n * cfg.val_fraction)
-    train_text = text[: n - n_val - n_test]
-    vocab = CharVocab.build(train_text)
-    return TextSplits(
-        vocab.encode(train_text), vocab.encode(text[n - n_val - n_test : n - n_test]),
-        vocab.encode(text[n - n_test :]), vocab,
-    )
+    """Train / validation / test token streams: a WikiText-style directory's three files,
+    or contiguous stretches of one corpus (in that order). Characters or words
+    (`level`); the vocabulary comes from the training part only."""
+    folder = Path(cfg.text_file).expanduser() if cfg.text_file else None
+    if folder is not None and folder.is_dir():
+        parts = _wikitext_parts(folder)
+    else:
+        text = read_corpus(cfg)
+        n = len(text)
+        n_test, n_val = int(n * cfg.test_fraction), int(n * cfg.val_fraction)
+        parts = [text[: n - n_val - n_test], text[n - n_val - n_test : n - n_test], text[n - n_test :]]
+    if cfg.level == "word":
+        tokens = [words(p) for p in parts]
+        vocab: CharVocab | WordVocab = WordVocab.build([tokens[0]], cfg.max_vocab)
+        streams = [vocab.encode(t) for t in tokens]
+    else:
+        vocab = CharVocab.build(parts[0])
+        streams = [vocab.encode(p) for p in parts]
+    return TextSplits(*streams, vocab)
 
 
 def bptt_batches(stream: torch.Tensor, batch_size: int, seq_len: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -283,6 +335,144 @@ def bptt_batches(stream: torch.Tensor, batch_size: int, seq_len: int) -> list[tu
     return [(x[:, i : i + seq_len], y[:, i : i + seq_len]) for i in range(0, rows, seq_len)]
 
 
+# ----------------------------------------------------------------------------- documents
+
+DOCUMENT_SOURCES = ("text_folder", "csv")
+IMAGE_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
+PAD, UNK = 0, 1
+_WORD = re.compile(r"[a-z0-9']+|[^a-z0-9'\s]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks (HTML line breaks, as in IMDB, dropped)."""
+    return _WORD.findall(text.lower().replace("<br />", " "))
+
+
+def read_documents(cfg: DataConfig) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(train texts, train labels, test texts, test labels). A text folder holds one
+    sub-folder of .txt files per label, or `train/` and `test/` each laid out so (the
+    IMDB layout: aclImdb/train/pos/*.txt); a CSV has `text` and `label` columns."""
+    if cfg.source == "csv":
+        import csv
+
+        path = Path(cfg.csv_file or "").expanduser()
+        if not cfg.csv_file or not path.is_file():
+            raise DataError(f"data.csv_file: {cfg.csv_file!r} is not a file (a CSV with text and label columns)")
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
+                raise DataError(f"data.csv_file: {path} needs columns text and label, has {reader.fieldnames}")
+            rows = [(r["text"], r["label"]) for r in reader]
+        return [t for t, _ in rows], [lab for _, lab in rows], [], []
+    root = Path(cfg.data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.data_dir: {root} is not a directory (one sub-folder of .txt files per label)")
+
+    def labelled(folder: Path) -> tuple[list[str], list[str]]:
+        texts, labels = [], []
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            for f in sorted(sub.glob("*.txt")):
+                texts.append(f.read_text(encoding="utf-8", errors="replace"))
+                labels.append(sub.name)
+        return texts, labels
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train, test = labelled(root / "train"), labelled(root / "test")
+    else:
+        train, test = labelled(root), ([], [])
+    if len(set(train[1])) < 2:
+        raise DataError(f"data.data_dir: {root} has {len(set(train[1]))} labels with .txt files; need >= 2")
+    return train[0], train[1], test[0], test[1]
+
+
+class WordVocab:
+    """The `max_vocab` most frequent training words; 0 pads, 1 is any other word."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+        self.index = {w: i for i, w in enumerate(words)}
+
+    @classmethod
+    def build(cls, texts: list[list[str]], size: int) -> WordVocab:
+        counts = Counter(t for tokens in texts for t in tokens)
+        return cls(["<pad>", "<unk>"] + [w for w, _ in counts.most_common(size - 2)])
+
+    def encode(self, tokens: list[str]) -> torch.Tensor:
+        return torch.tensor([self.index.get(t, UNK) for t in tokens] or [UNK], dtype=torch.long)
+
+    def encode_text(self, text: str) -> torch.Tensor:
+        return self.encode(text.split())
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self.words[i] for i in ids)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"words": self.words}))
+
+    @classmethod
+    def load(cls, path: Path) -> WordVocab:
+        return cls(json.loads(path.read_text())["words"])
+
+
+class Documents(Dataset):
+    """Encoded documents (variable length) with integer labels."""
+
+    def __init__(self, docs: list[torch.Tensor], labels: list[int]) -> None:
+        self.docs, self.labels = docs, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.docs[i], self.labels[i]
+
+
+def pad_batch(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(padded token ids (B, T), lengths (B,), labels (B,)): what packed LSTMs need."""
+    docs, labels = zip(*batch)
+    lengths = torch.tensor([len(d) for d in docs])
+    padded = torch.full((len(docs), int(lengths.max())), PAD, dtype=torch.long)
+    for i, d in enumerate(docs):
+        padded[i, : len(d)] = d
+    return padded, lengths, torch.tensor(labels, dtype=torch.long)
+
+
+@dataclass
+class DocumentSplits:
+    train: Documents
+    val: Documents
+    test: Documents | None
+    vocab: WordVocab
+    labels: list[str]
+
+
+def document_splits(cfg: DataConfig) -> DocumentSplits:
+    """Tokenized, encoded train/validation/test documents; the vocabulary and the label
+    order come from the training part only."""
+    train_x, train_y, test_x, test_y = read_documents(cfg)
+    labels = sorted(set(train_y))
+    tokens = [tokenize(t)[: cfg.max_tokens] for t in train_x]
+    test_share = 0.0 if test_x else cfg.test_fraction
+    train_idx, val_idx, test_idx = _split_indices(len(tokens), cfg.val_fraction, test_share, cfg.seed)
+    vocab = WordVocab.build([tokens[i] for i in train_idx], cfg.max_vocab)
+    label_id = {lab: i for i, lab in enumerate(labels)}
+
+    def docs(idx: Any, toks: list[list[str]], ys: list[str]) -> Documents:
+        keep = [i for i in idx if ys[i] in label_id]
+        return Documents([vocab.encode(toks[i]) for i in keep], [label_id[ys[i]] for i in keep])
+
+    if test_x:
+        test_tokens = [tokenize(t)[: cfg.max_tokens] for t in test_x]
+        test = docs(range(len(test_x)), test_tokens, test_y)
+    else:
+        test = docs(test_idx, tokens, train_y)
+    return DocumentSplits(docs(train_idx, tokens, train_y), docs(val_idx, tokens, train_y),
+                          test if len(test) else None, vocab, labels)
+
+
 def shard(dataset: Dataset, rank: int, world: int) -> Dataset:
     """Every world-th example from `rank` on: an exact split for evaluation (no padding
     or duplicates, unlike DistributedSampler)."""
@@ -291,3 +481,9 @@ def shard(dataset: Dataset, rank: int, world: int) -> Dataset:
 
 __all__ = ["DataConfig", "DataError", "Splits", "image_splits", "text_splits", "CharVocab",
            "bptt_batches", "shard", "TensorDataset"]
+
+
+def load_vocab(path: Path) -> CharVocab | WordVocab:
+    """A vocabulary saved by CharVocab.save or WordVocab.save."""
+    data = json.loads(path.read_text())
+    return CharVocab(data["chars"]) if "chars" in data else WordVocab(data["words"])

@@ -14,7 +14,15 @@ from torch.utils.data import DataLoader
 
 from raydl import checkpoint as ckpt
 from raydl.config import ConfigError, load_experiment, to_dict
-from raydl.sl.data import CharVocab, image_splits
+from raydl.sl.data import (
+    DOCUMENT_SOURCES,
+    CharVocab,
+    WordVocab,
+    document_splits,
+    image_splits,
+    load_vocab,
+    pad_batch,
+)
 from raydl.sl.models import build_model
 from raydl.sl.trainer import MODEL_FILE, VOCAB_FILE
 
@@ -23,7 +31,7 @@ from raydl.sl.trainer import MODEL_FILE, VOCAB_FILE
 class Loaded:
     cfg: Any
     net: nn.Module
-    vocab: CharVocab | None
+    vocab: CharVocab | WordVocab | None
     directory: Path
 
 
@@ -32,11 +40,12 @@ def load_checkpoint(directory: Path) -> Loaded:
     cfg = load_experiment(directory / "config.yaml")
     vocab = None
     if cfg.kind == "language_model":
-        vocab = CharVocab.load(directory / VOCAB_FILE)
+        vocab = load_vocab(directory / VOCAB_FILE)
         net = build_model(cfg.model, (), 0, vocab_size=len(vocab))
     else:
         data = json.loads((directory / "data.json").read_text())
-        net = build_model(cfg.model, tuple(data["input_shape"]), data["num_classes"])
+        net = build_model(cfg.model, tuple(data["input_shape"]), data["num_classes"],
+                          vocab_size=data.get("vocab_size", 0))
     state = ckpt.load_torch(directory / MODEL_FILE)
     try:
         net.load_state_dict(state["model"])
@@ -49,8 +58,9 @@ def load_checkpoint(directory: Path) -> Loaded:
 def _probabilities(net: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
     probs, labels = [], []
     with torch.no_grad():
-        for x, y in loader:
-            probs.append(torch.softmax(net(x).float(), dim=1))
+        for batch in loader:
+            *inputs, y = batch  # images, or padded documents and their lengths
+            probs.append(torch.softmax(net(*inputs).float(), dim=1))
             labels.append(y)
     return torch.cat(probs), torch.cat(labels)
 
@@ -65,9 +75,16 @@ def evaluate_classifiers(models: list[Loaded], split: str = "test") -> dict[str,
                 f"{m.directory}: its data section differs from {models[0].directory}'s; an "
                 "ensemble is evaluated on one held-out set"
             )
-    splits = image_splits(models[0].cfg.data)
-    dataset = splits.test if split == "test" and splits.test is not None else splits.val
-    loader = DataLoader(dataset, batch_size=256)
+    data = models[0].cfg.data
+    if data.source in DOCUMENT_SOURCES:
+        # the vocabulary is rebuilt from the same training split, so ids match the model's
+        docs = document_splits(data)
+        dataset = docs.test if split == "test" and docs.test is not None else docs.val
+        loader = DataLoader(dataset, batch_size=256, collate_fn=pad_batch)
+    else:
+        splits = image_splits(data)
+        dataset = splits.test if split == "test" and splits.test is not None else splits.val
+        loader = DataLoader(dataset, batch_size=256)
     each, probs_sum, labels = [], None, None
     for m in models:
         probs, labels = _probabilities(m.net, loader)
@@ -82,7 +99,7 @@ def generate(loaded: Loaded, prompt: str, length: int, temperature: float = 0.8,
     """`length` characters sampled after `prompt` (temperature-scaled softmax)."""
     assert loaded.vocab is not None
     generator = torch.Generator().manual_seed(seed)
-    ids = loaded.vocab.encode(prompt or "\n").unsqueeze(0)
+    ids = loaded.vocab.encode_text(prompt or "\n").unsqueeze(0)
     out: list[int] = []
     with torch.no_grad():
         logits, state = loaded.net(ids)
@@ -91,4 +108,5 @@ def generate(loaded: Loaded, prompt: str, length: int, temperature: float = 0.8,
             nxt = int(torch.multinomial(probs, 1, generator=generator))
             out.append(nxt)
             logits, state = loaded.net(torch.tensor([[nxt]]), state)
-    return prompt + loaded.vocab.decode(out)
+    joiner = " " if isinstance(loaded.vocab, WordVocab) and prompt else ""
+    return prompt + joiner + loaded.vocab.decode(out)

@@ -45,11 +45,15 @@ from raydl.config import (
 )
 from raydl.nn import Optimizer, make_optimizer
 from raydl.sl.data import (
+    DOCUMENT_SOURCES,
     CharVocab,
     DataConfig,
+    WordVocab,
     bptt_batches,
     check_data,
+    document_splits,
     image_splits,
+    pad_batch,
     shard,
     text_splits,
 )
@@ -112,11 +116,20 @@ class SupervisedExperiment:
         if lm != (self.data.source == "text"):
             raise ConfigError(
                 f"data.source: {self.data.source!r} does not fit kind {self.kind}; allowed: "
-                + ("text" if lm else "digits, mnist, fashion_mnist, cifar10, folder")
+                + ("text" if lm else "digits, mnist, fashion_mnist, cifar10, folder, text_folder, csv")
             )
-        if self.model.arch == "textcnn":
-            raise ConfigError("model.arch: textcnn needs a text classification source, not yet available; allowed: cnn, resnet18, resnet34, resnet50, lstm")
-        if self.model.arch == "lstm" and not self.data.sequence:
+        documents = self.data.source in DOCUMENT_SOURCES
+        if self.model.arch == "textcnn" and not documents:
+            raise ConfigError(
+                f"model.arch: textcnn reads documents, data.source is {self.data.source!r}; "
+                "allowed sources: text_folder, csv"
+            )
+        if self.model.arch in ("cnn", "resnet18", "resnet34", "resnet50") and documents:
+            raise ConfigError(
+                f"model.arch: {self.model.arch} needs images, data.source is {self.data.source!r}; "
+                "allowed for documents: lstm, textcnn"
+            )
+        if self.model.arch == "lstm" and not documents and not self.data.sequence:
             raise ConfigError("model.arch: lstm reads images as rows; set data.sequence: true")
         if self.model.arch == "cnn" and self.data.sequence:
             raise ConfigError("data.sequence: true gives row sequences; model.arch cnn needs images (allowed: false)")
@@ -130,7 +143,9 @@ class SupervisedExperiment:
 
     @property
     def headline(self) -> str:
-        return "val_bpc" if self.kind == "language_model" else "val_accuracy"
+        if self.kind == "language_model":
+            return "val_perplexity" if self.data.level == "word" else "val_bpc"
+        return "val_accuracy"
 
     @property
     def watched(self) -> tuple[str, str]:
@@ -164,11 +179,19 @@ class ClassifyTask:
         import ray.train.torch
 
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.splits = image_splits(cfg.data)
-        self.net = build_model(cfg.model, self.splits.input_shape, self.splits.num_classes)
+        self.documents = cfg.data.source in DOCUMENT_SOURCES
+        self.collate = pad_batch if self.documents else None
+        if self.documents:
+            self.docs = document_splits(cfg.data)
+            self.train_set, self.val_set, self.test_set = self.docs.train, self.docs.val, self.docs.test
+            self.net = build_model(cfg.model, (), len(self.docs.labels), vocab_size=len(self.docs.vocab))
+        else:
+            self.splits = image_splits(cfg.data)
+            self.train_set, self.val_set, self.test_set = self.splits.train, self.splits.val, self.splits.test
+            self.net = build_model(cfg.model, self.splits.input_shape, self.splits.num_classes)
         generator = torch.Generator().manual_seed(cfg.seed)
-        loader = DataLoader(self.splits.train, batch_size=cfg.train.batch_size, shuffle=True,
-                            generator=generator)
+        loader = DataLoader(self.train_set, batch_size=cfg.train.batch_size, shuffle=True,
+                            generator=generator, collate_fn=self.collate)
         # DistributedSampler over the workers (and device placement on GPU workers)
         self.loader = ray.train.torch.prepare_data_loader(loader)
 
@@ -180,9 +203,18 @@ class ClassifyTask:
     def batches(self) -> Any:
         return iter(self.loader)
 
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, model: nn.Module, batch: Any, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of a batch: images, or padded documents with their lengths."""
+        if device is not None:
+            batch = [t.to(device) for t in batch]
+        if self.documents:
+            x, lengths, y = batch
+            return model(x, lengths), y
         x, y = batch
-        logits = model(x)
+        return model(x), y
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, y = self.forward(model, batch)
         loss = nn.functional.cross_entropy(logits.float(), y)
         return loss, {"n": len(y), "correct": float((logits.argmax(1) == y).sum())}
 
@@ -191,15 +223,15 @@ class ClassifyTask:
                 "train_accuracy": sums["correct"] / max(sums["n"], 1)}
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        ds = self.splits.val if split == "val" else self.splits.test
+        ds = self.val_set if split == "val" else self.test_set
         if ds is None or len(ds) == 0:  # type: ignore[arg-type]
             return {}
-        loader = DataLoader(shard(ds, self.rank, self.world), batch_size=256)
+        loader = DataLoader(shard(ds, self.rank, self.world), batch_size=256, collate_fn=self.collate)
         loss_sum, correct, total = 0.0, 0.0, 0.0
         with torch.no_grad():
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                logits = model(x).float()
+            for batch in loader:
+                logits, y = self.forward(model, batch, device)
+                logits = logits.float()
                 loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
                 correct += float((logits.argmax(1) == y).sum())
                 total += len(y)
@@ -207,9 +239,14 @@ class ClassifyTask:
         return {f"{split}_loss": loss_sum / max(total, 1), f"{split}_accuracy": correct / max(total, 1)}
 
     def save_extra(self, directory: Path) -> None:
-        (directory / "data.json").write_text(json.dumps({
-            "num_classes": self.splits.num_classes, "input_shape": list(self.splits.input_shape),
-            "mean": self.splits.mean, "std": self.splits.std}))
+        if self.documents:
+            self.docs.vocab.save(directory / VOCAB_FILE)
+            info = {"num_classes": len(self.docs.labels), "labels": self.docs.labels,
+                    "input_shape": [], "vocab_size": len(self.docs.vocab)}
+        else:
+            info = {"num_classes": self.splits.num_classes, "input_shape": list(self.splits.input_shape),
+                    "mean": self.splits.mean, "std": self.splits.std, "vocab_size": 0}
+        (directory / "data.json").write_text(json.dumps(info))
 
 
 class LanguageModelTask:
@@ -221,7 +258,7 @@ class LanguageModelTask:
     def __init__(self, cfg: SupervisedExperiment, rank: int, world: int) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world
         self.splits = text_splits(cfg.data)
-        self.vocab: CharVocab = self.splits.vocab
+        self.vocab: CharVocab | WordVocab = self.splits.vocab
         self.net = build_model(cfg.model, (), 0, vocab_size=len(self.vocab))
         # Each worker trains on its own contiguous slice of the stream.
         train = self.splits.train
@@ -253,7 +290,8 @@ class LanguageModelTask:
 
     def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss"] / max(sums["n"], 1)
-        return {"train_loss": loss, "train_bpc": loss / math.log(2)}
+        return {"train_loss": loss, "train_bpc": loss / math.log(2),
+                "train_perplexity": math.exp(min(loss, 50.0))}
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
         stream = self.splits.val if split == "val" else self.splits.test

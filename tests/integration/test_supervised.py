@@ -158,3 +158,23 @@ def test_resnet_transfer_trains_only_the_head_while_frozen(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="model.pretrained: resnet18 ImageNet weights are not cached"):
         train("resnet_transfer", QUIET + [f"data.data_dir={folder}", f"model.checkpoint_dir={tmp_path / 'hub'}"],
               out=tmp_path / "runs2", progress=False, echo=False)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "textcnn"])
+def test_text_classifier_on_labelled_documents(arch: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for label, words in (("pos", ["great", "superb", "fine"]), ("neg", ["awful", "dull", "poor"])):
+        for split, n in (("train", 60), ("test", 20)):
+            folder = tmp_path / "reviews" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                filler = " ".join(rng.choice(["the", "film", "was", "plot", "and"], 8))
+                (folder / f"{i}.txt").write_text(f"{filler} {rng.choice(words)} {filler}")
+    run = train(
+        "lstm_imdb",
+        QUIET + ["train.epochs=4", f"model.arch={arch}", f"data.data_dir={tmp_path / 'reviews'}",
+                 "model.embedding=16", "model.hidden=16", "train.batch_size=8", "train.lr=0.01"],
+        out=tmp_path / "runs", progress=False, echo=False,
+    )
+    assert run.metrics["test_accuracy"] >= 0.8  # one sentiment word decides each review
+    assert (run.checkpoint / "vocab.json").is_file()

@@ -33,13 +33,14 @@ def test_gradient_vector_round_trip() -> None:
     net = ActorCritic(4, 2, [8])
     logits, values = net.logits_and_value(torch.randn(5, 4))
     (logits.sum() + values.sum()).backward()
-    flat = flat_gradients(net)
+    params = list(net.parameters())
+    flat = flat_gradients(params)
     expected = [p.grad.clone() for p in net.parameters()]
     net.zero_grad(set_to_none=True)
-    assign_gradients(net, flat)
+    assign_gradients(params, flat)
     assert all(torch.equal(p.grad, e) for p, e in zip(net.parameters(), expected))
     with pytest.raises(ValueError, match="gradient has"):
-        assign_gradients(net, flat[:-1])
+        assign_gradients(params, flat[:-1])
 
 
 def test_episode_mode_returns_one_whole_episode_per_env() -> None:

@@ -52,3 +52,52 @@ def test_model_shapes_and_frozen_backbone() -> None:
     assert trainable == {"fc.weight", "fc.bias"}
     set_backbone_trainable(net, True)
     assert all(p.requires_grad for p in net.parameters())
+
+
+def _reviews(root, n: int = 30) -> None:
+    for label, word in (("pos", "great"), ("neg", "awful")):
+        for split in ("train", "test"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                (folder / f"{i}.txt").write_text(f"This film was {word}, truly {word}.<br />Seen {i} times.")
+
+
+def test_documents_from_an_imdb_style_folder(tmp_path) -> None:
+    from raydl.sl.data import UNK, document_splits, pad_batch, tokenize
+
+    assert tokenize("A <br />GREAT film!") == ["a", "great", "film", "!"]
+    _reviews(tmp_path)
+    docs = document_splits(DataConfig(source="text_folder", data_dir=str(tmp_path), val_fraction=0.2))
+    assert docs.labels == ["neg", "pos"]
+    assert (len(docs.train), len(docs.val), len(docs.test)) == (48, 12, 60)  # test/ kept whole
+    assert docs.vocab.words[:2] == ["<pad>", "<unk>"] and "great" in docs.vocab.index
+    assert int(docs.vocab.encode(["zebra"])[0]) == UNK
+    x, lengths, y = pad_batch([docs.train[0], docs.train[1]])
+    assert x.shape == (2, int(lengths.max())) and y.shape == (2,)
+
+
+def test_text_classifiers_take_padded_batches() -> None:
+    lstm = build_model(ModelConfig(arch="lstm", embedding=8, hidden=8), (), 2, vocab_size=50)
+    cnn = build_model(ModelConfig(arch="textcnn", embedding=8, hidden=8), (), 2, vocab_size=50)
+    x = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]])
+    lengths = torch.tensor([3, 5])
+    assert lstm(x, lengths).shape == (2, 2) and cnn(x, lengths).shape == (2, 2)
+    # packing: padding after a sequence's end does not change its output
+    longer = torch.cat([x, torch.zeros(2, 4, dtype=torch.long)], dim=1)
+    lstm.eval()
+    assert torch.allclose(lstm(x, lengths), lstm(longer, lengths), atol=1e-6)
+
+
+def test_wikitext_style_directory_gives_word_streams(tmp_path) -> None:
+    from raydl.sl.data import WordVocab, text_splits, words
+
+    assert words(" = Title = \n\n the cat sat \n") == ["=", "Title", "=", "<eos>", "the", "cat", "sat", "<eos>"]
+    (tmp_path / "wiki.train.tokens").write_text("the cat sat on the mat\nthe dog sat\n")
+    (tmp_path / "wiki.valid.tokens").write_text("the cat ran\n")
+    (tmp_path / "wiki.test.tokens").write_text("a dog sat\n")
+    s = text_splits(DataConfig(source="text", text_file=str(tmp_path), level="word"))
+    assert isinstance(s.vocab, WordVocab)
+    assert s.vocab.decode(s.train[:4].tolist()) == "the cat sat on"
+    assert s.vocab.decode(s.val.tolist()) == "the cat <unk> <eos>"  # 'ran' never trained on
+    assert len(s.test) == 4
