@@ -190,8 +190,11 @@ class ClassifyTask:
             self.train_set, self.val_set, self.test_set = self.splits.train, self.splits.val, self.splits.test
             self.net = build_model(cfg.model, self.splits.input_shape, self.splits.num_classes)
         generator = torch.Generator().manual_seed(cfg.seed)
+        # A last batch of one example breaks BatchNorm (ResNets) and is noise anyway: drop
+        # the remainder whenever each worker still gets a full batch.
+        drop_last = len(self.train_set) // world > cfg.train.batch_size  # type: ignore[arg-type]
         loader = DataLoader(self.train_set, batch_size=cfg.train.batch_size, shuffle=True,
-                            generator=generator, collate_fn=self.collate)
+                            generator=generator, collate_fn=self.collate, drop_last=drop_last)
         # DistributedSampler over the workers (and device placement on GPU workers)
         self.loader = ray.train.torch.prepare_data_loader(loader)
 

@@ -140,21 +140,18 @@ def _image_folder(root: Path, per_class: int = 24) -> Path:
 def test_resnet_transfer_trains_only_the_head_while_frozen(tmp_path: Path) -> None:
     import torch
 
-    from raydl.seeding import seed_everything
-    from raydl.sl.models import ModelConfig, build_model
-
     folder = _image_folder(tmp_path / "images")
     run = train(
         "resnet_transfer",
-        QUIET + ["train.epochs=1", "model.pretrained=false", f"data.data_dir={folder}",
-                 "data.image_size=32", "train.batch_size=8"],
+        QUIET + ["train.epochs=2", "model.pretrained=false", f"data.data_dir={folder}",
+                 "data.image_size=32", "train.batch_size=8", "checkpoint.keep=2"],
         out=tmp_path / "runs", progress=False, echo=False,
     )
-    saved = torch.load(run.checkpoint / "model.pt", weights_only=True)["model"]
-    seed_everything(0)  # the trainer's initial weights
-    initial = build_model(ModelConfig(arch="resnet18"), (3, 32, 32), 2).state_dict()
-    assert torch.equal(saved["conv1.weight"], initial["conv1.weight"])  # frozen backbone
-    assert not torch.equal(saved["fc.weight"], initial["fc.weight"])  # the new head learned
+    first, second = (torch.load(run.run_dir / "checkpoints" / f"epoch_00000{e}" / "model.pt",
+                                weights_only=True)["model"] for e in (1, 2))
+    assert torch.equal(first["conv1.weight"], second["conv1.weight"])  # frozen backbone
+    assert torch.equal(first["layer4.1.conv2.weight"], second["layer4.1.conv2.weight"])
+    assert not torch.equal(first["fc.weight"], second["fc.weight"])  # the new head learns
     with pytest.raises(ConfigError, match="model.pretrained: resnet18 ImageNet weights are not cached"):
         train("resnet_transfer", QUIET + [f"data.data_dir={folder}", f"model.checkpoint_dir={tmp_path / 'hub'}"],
               out=tmp_path / "runs2", progress=False, echo=False)
@@ -168,12 +165,12 @@ def test_text_classifier_on_labelled_documents(arch: str, tmp_path: Path) -> Non
             folder = tmp_path / "reviews" / split / label
             folder.mkdir(parents=True)
             for i in range(n):
-                filler = " ".join(rng.choice(["the", "film", "was", "plot", "and"], 8))
+                filler = " ".join(rng.choice(["the", "film", "was", "plot", "and"], 3))
                 (folder / f"{i}.txt").write_text(f"{filler} {rng.choice(words)} {filler}")
     run = train(
         "lstm_imdb",
-        QUIET + ["train.epochs=4", f"model.arch={arch}", f"data.data_dir={tmp_path / 'reviews'}",
-                 "model.embedding=16", "model.hidden=16", "train.batch_size=8", "train.lr=0.01"],
+        QUIET + ["train.epochs=8", f"model.arch={arch}", f"data.data_dir={tmp_path / 'reviews'}",
+                 "model.embedding=32", "model.hidden=32", "train.batch_size=4", "train.lr=0.01"],
         out=tmp_path / "runs", progress=False, echo=False,
     )
     assert run.metrics["test_accuracy"] >= 0.8  # one sentiment word decides each review
