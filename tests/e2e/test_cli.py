@@ -114,7 +114,7 @@ def test_list_shows_experiments(tmp_path: Path) -> None:
     assert "dqn_cartpole" in proc.stdout and "ddqn_cartpole_parallel" in proc.stdout
     for name in ("a3c_cartpole", "a2c_cartpole", "reinforce_cartpole", "a3c_pong"):
         assert name in proc.stdout
-    assert "kinds: a2c, a3c, dqn, reinforce" in proc.stdout
+    assert "kinds: a2c, a3c, classify, dqn, language_model, reinforce" in proc.stdout
 
 
 def test_reinforce_run_then_eval_from_the_command_line(tmp_path: Path) -> None:
