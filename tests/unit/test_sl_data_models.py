@@ -101,3 +101,21 @@ def test_wikitext_style_directory_gives_word_streams(tmp_path) -> None:
     assert s.vocab.decode(s.train[:4].tolist()) == "the cat sat on"
     assert s.vocab.decode(s.val.tolist()) == "the cat <unk> <eos>"  # 'ran' never trained on
     assert len(s.test) == 4
+
+
+def test_documents_from_a_csv_and_its_errors(tmp_path) -> None:
+    import pytest
+
+    from raydl.config import ConfigError
+    from raydl.sl.data import document_splits
+
+    path = tmp_path / "reviews.csv"
+    rows = [f'"a {"good" if i % 2 else "bad"} movie, {i}",{"pos" if i % 2 else "neg"}' for i in range(40)]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    docs = document_splits(DataConfig(source="csv", csv_file=str(path)))
+    assert docs.labels == ["neg", "pos"] and len(docs.train) + len(docs.val) + len(docs.test) == 40
+    (tmp_path / "bad.csv").write_text("review,stars\nfine,5\n")
+    with pytest.raises(ConfigError, match="needs columns text and label"):
+        document_splits(DataConfig(source="csv", csv_file=str(tmp_path / "bad.csv")))
+    with pytest.raises(ConfigError, match="data.csv_file: None is not a file"):
+        document_splits(DataConfig(source="csv"))
