@@ -1,0 +1,45 @@
+"""DCGAN and VAE building blocks: shapes, the paper's rules, the VAE loss by hand."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from raydl.gen.models import ConvVAE, Discriminator, Generator, vae_loss
+
+
+@pytest.mark.parametrize(("size", "channels"), [(28, 1), (32, 3), (64, 3)])
+def test_dcgan_shapes_output_range_and_init(size: int, channels: int) -> None:
+    torch.manual_seed(0)
+    g, d = Generator(32, channels, size, width=16), Discriminator(channels, size, width=16)
+    images = g(torch.randn(5, 32))
+    assert images.shape == (5, channels, size, size)
+    assert images.abs().max() <= 1.0  # tanh output
+    assert d(images).shape == (5,)
+    # no BatchNorm right after the discriminator's input convolution
+    assert isinstance(d.body[0], nn.Conv2d) and isinstance(d.body[1], nn.LeakyReLU)
+    assert d.body[1].negative_slope == 0.2
+    weights = torch.cat([m.weight.detach().flatten() for m in g.modules() if isinstance(m, nn.ConvTranspose2d)])
+    assert abs(float(weights.std()) - 0.02) < 0.002  # N(0, 0.02)
+    with pytest.raises(ValueError, match="allowed 28, 32, 64"):
+        Generator(32, 1, 48)
+
+
+def test_vae_reparameterization_and_loss_by_hand() -> None:
+    torch.manual_seed(0)
+    vae = ConvVAE(1, 28, latent=4)
+    x = torch.rand(3, 1, 28, 28)
+    logits, mu, logvar = vae(x)
+    assert logits.shape == x.shape and mu.shape == (3, 4) and logvar is not None
+    loss, recon, kl = vae_loss(logits, x, mu, logvar)
+    loss.backward()
+    assert vae.to_stats.weight.grad is not None  # gradients reach mu and sigma through z
+    # KL of N(mu, sigma^2) against N(0, 1) for one image, one latent: by hand
+    mu1, logvar1 = torch.tensor([[1.0]]), torch.tensor([[math.log(4.0)]])
+    _, _, kl1 = vae_loss(torch.zeros(1, 1), torch.zeros(1, 1), mu1, logvar1)
+    assert kl1.item() == pytest.approx(-0.5 * (1 + math.log(4.0) - 1.0 - 4.0))
+    plain = ConvVAE(1, 28, latent=4, variational=False).eval()
+    out, code, none = plain(x)
+    assert none is None and code.shape == (3, 4)
+    assert vae_loss(out, x, code, None)[2].item() == 0.0
