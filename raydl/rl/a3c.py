@@ -43,6 +43,7 @@ from raydl.envs import check_env_id, make_env
 from raydl.nn import Activation, Optimizer, make_optimizer
 from raydl.rl.ac_worker import ACWorker, assign_gradients, flat_weights
 from raydl.rl.networks import ActorCritic
+from raydl.rl.runner import Runners
 from raydl.seeding import seed_everything
 
 EPISODE_WINDOW = 100
@@ -187,19 +188,12 @@ class ActorCriticAlgorithm:
             normalize_advantage=algo.normalize_advantage, generation=self.generation,
             atari=cfg.atari,
         )
-        if cfg.runners.num == 0:
-            self.local: ACWorker | None = ACWorker(**kwargs, torch_threads=None)
-            if self.device.type == "cpu":
-                self.local.share_policy(self.net)  # same process, same device: no copies
-            self.pool = None
-        else:
-            from raydl.rl.runner_pool import RunnerPool
-
-            self.local = None
-            self.pool = RunnerPool(
-                cfg.runners, lambda index: {**kwargs, "runner_index": index}, ACWorker
-            )
-            self.pool.broadcast_weights(flat_weights(self.params), self.updates)
+        self.runners = Runners(
+            cfg.runners, ACWorker, kwargs, self.net if self.device.type == "cpu" else None,
+            flat_weights(self.params), self.updates,
+        )
+        self.local: ACWorker | None = self.runners.local
+        self.pool = self.runners.pool
 
     # ------------------------------------------------------------------ learning
     def _apply(self, results: list[dict[str, Any]], stats: dict[str, list[float]]) -> None:
@@ -298,7 +292,7 @@ class ActorCriticAlgorithm:
             directory / "model.pt",
         )
         dump_yaml(self.cfg, directory / "config.yaml")
-        workers = [self.local.get_state()] if self.local is not None else self.pool.get_states()  # type: ignore[union-attr]
+        workers = self.runners.states()
         ckpt.save_json(
             {
                 "iteration": self.iteration, "env_steps": self.env_steps,
@@ -327,19 +321,10 @@ class ActorCriticAlgorithm:
         self.returns = deque(state["returns"], maxlen=EPISODE_WINDOW)
         self.lengths = deque(state["lengths"], maxlen=EPISODE_WINDOW)
         self.generation = state["generation"] + 1
-        if self.local is not None:
-            self.local.reset(self.generation)
-            self.local.set_state(state["workers"][0])
-        else:
-            assert self.pool is not None
-            self.pool.reset(self.generation, state["workers"])
-            self.pool.broadcast_weights(flat_weights(self.params), self.updates)
+        self.runners.restore(self.generation, state["workers"], flat_weights(self.params), self.updates)
 
     def runner_infos(self) -> list[dict[str, Any]]:
-        if self.local is not None:
-            return [self.local.info()]
-        assert self.pool is not None
-        return self.pool.infos()
+        return self.runners.infos()
 
     @staticmethod
     def load_policy(directory: Path, cfg: ActorCriticExperiment) -> torch.nn.Module:
@@ -356,7 +341,4 @@ class ActorCriticAlgorithm:
         return net.eval()
 
     def close(self) -> None:
-        if self.local is not None:
-            self.local.close()
-        if self.pool is not None:
-            self.pool.close()
+        self.runners.close()

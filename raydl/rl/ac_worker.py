@@ -18,11 +18,9 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from raydl.config import AtariConfig
-from raydl.envs import make_vector_env
-from raydl.envs.atari import is_atari
 from raydl.rl.losses import actor_critic_loss, discounted_returns, gae, nstep_returns
 from raydl.rl.networks import ActorCritic
-from raydl.rl.runner import EpisodeTracker, runner_info, training_signals
+from raydl.rl.runner import EpisodeTracker, RunnerBase, training_signals
 from raydl.seeding import env_seeds, runner_seed
 
 Returns = Literal["nstep", "gae", "episode"]
@@ -58,7 +56,7 @@ def assign_gradients(params: Params, flat: np.ndarray | torch.Tensor) -> None:
         offset += n
 
 
-class ACWorker:
+class ACWorker(RunnerBase):
     """Steps `num_envs` envs with a sampled-action policy and returns loss gradients."""
 
     def __init__(
@@ -79,13 +77,7 @@ class ACWorker:
         torch_threads: int | None = 1,
         atari: AtariConfig | None = None,
     ) -> None:
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.runner_index = runner_index
-        self.envs = make_vector_env(env_id, num_envs, atari)
-        self.clip_rewards = bool(atari and is_atari(env_id) and atari.clip_rewards)
-        self.life_loss_terminal = bool(atari and is_atari(env_id) and atari.terminal_on_life_loss)
-        self.num_envs = num_envs
+        self._setup_envs(env_id, num_envs, atari, runner_index, torch_threads)
         self.policy = policy_fn()
         self.params = list(self.policy.parameters())
         self.images = len(self.envs.single_observation_space.shape or ()) == 3
@@ -240,16 +232,3 @@ class ACWorker:
             "sample_time_s": time.perf_counter() - start,
         }
 
-    # -- state --------------------------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
-        """The action-sampling RNG (JSON-ready); envs restart on restore."""
-        return {"rng": self.rng.bit_generator.state}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-
-    def info(self) -> dict[str, Any]:
-        return runner_info(self.runner_index)
-
-    def close(self) -> None:
-        self.envs.close()

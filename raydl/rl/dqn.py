@@ -45,7 +45,7 @@ from raydl.rl.buffer import PrioritizedReplayBuffer, ReplayBuffer
 from raydl.rl.frame_buffer import FrameReplayBuffer
 from raydl.rl.losses import q_loss, td_target
 from raydl.rl.networks import QNetwork
-from raydl.rl.runner import EnvRunner
+from raydl.rl.runner import EnvRunner, Runners
 from raydl.rl.schedules import LinearSchedule, apex_epsilons
 from raydl.seeding import seed_everything
 
@@ -225,17 +225,12 @@ class DQN:
             atari=cfg.atari,
             frames=self.frames,
         )
-        if cfg.runners.num == 0:
-            self.local: EnvRunner | None = EnvRunner(**kwargs, torch_threads=None)
-            if self.device.type == "cpu":
-                self.local.share_policy(self.q)  # same process, same device: no copies
-            self.pool = None
-        else:
-            from raydl.rl.runner_pool import RunnerPool
-
-            self.local = None
-            self.pool = RunnerPool(cfg.runners, lambda index: {**kwargs, "runner_index": index})
-            self.pool.broadcast_weights(self.q.state_dict(), self.updates)
+        self.runners = Runners(
+            cfg.runners, EnvRunner, kwargs, self.q if self.device.type == "cpu" else None,
+            self.q.state_dict(), self.updates,
+        )
+        self.local: EnvRunner | None = self.runners.local
+        self.pool = self.runners.pool
 
     # ------------------------------------------------------------------ learning
     def _ingest(self, result: dict[str, Any]) -> None:
@@ -402,9 +397,7 @@ class DQN:
         )
         ckpt.save_arrays(self.buffer.state_dict(), directory / "buffer.npz")
         dump_yaml(self.cfg, directory / "config.yaml")
-        runner_states = (
-            [self.local.get_state()] if self.local is not None else self.pool.get_states()  # type: ignore[union-attr]
-        )
+        runner_states = self.runners.states()
         py_state = random.getstate()
         ckpt.save_json(
             {
@@ -457,20 +450,11 @@ class DQN:
         random.setstate((version, tuple(internal), gauss))
         # New episodes with new env seeds: a resumed run must not replay old episodes.
         self.generation = state["generation"] + 1
-        if self.local is not None:
-            self.local.reset(self.generation)
-            self.local.set_state(state["runners"][0])
-        else:
-            assert self.pool is not None
-            self.pool.reset(self.generation, state["runners"])
-            self.pool.broadcast_weights(self.q.state_dict(), self.updates)
+        self.runners.restore(self.generation, state["runners"], self.q.state_dict(), self.updates)
 
     def runner_infos(self) -> list[dict[str, Any]]:
         """Where each runner lives (pid, Ray node id, cluster address)."""
-        if self.local is not None:
-            return [self.local.info()]
-        assert self.pool is not None
-        return self.pool.infos()
+        return self.runners.infos()
 
     @staticmethod
     def load_policy(directory: Path, cfg: DQNExperiment) -> torch.nn.Module:
@@ -478,10 +462,7 @@ class DQN:
         return load_policy(directory, cfg)
 
     def close(self) -> None:
-        if self.local is not None:
-            self.local.close()
-        if self.pool is not None:
-            self.pool.close()
+        self.runners.close()
 
 
 def load_policy(directory: Path, cfg: DQNExperiment) -> torch.nn.Module:

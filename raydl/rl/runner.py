@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raydl.config import AtariConfig
+from raydl.config import AtariConfig, RunnersConfig
 from raydl.envs import make_vector_env
 from raydl.envs.atari import is_atari
 from raydl.rl.buffer import Batch, NStepAccumulator
@@ -73,7 +73,92 @@ class EpisodeTracker:
         return finished
 
 
-class EnvRunner:
+class RunnerBase:
+    """What every runner class shares: its RNG as checkpoint state, where it lives, and
+    closing its vector env. Subclasses set `rng`, `envs` and `runner_index`."""
+
+    rng: np.random.Generator
+    envs: Any
+    runner_index: int
+
+    def _setup_envs(
+        self, env_id: str, num_envs: int, atari: AtariConfig | None, runner_index: int,
+        torch_threads: int | None,
+    ) -> None:
+        """The vector env and the Atari training signals (the env itself reports raw
+        scores and whole games)."""
+        if torch_threads:
+            # A tiny policy forward is slower with several threads, and N runners on a
+            # few cores would fight over them.
+            torch.set_num_threads(torch_threads)
+        self.runner_index = runner_index
+        self.envs = make_vector_env(env_id, num_envs, atari)
+        self.clip_rewards = bool(atari and is_atari(env_id) and atari.clip_rewards)
+        self.life_loss_terminal = bool(atari and is_atari(env_id) and atari.terminal_on_life_loss)
+        self.num_envs = num_envs
+
+    def get_state(self) -> dict[str, Any]:
+        """The runner's RNG (JSON-ready); envs restart on restore."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+    def info(self) -> dict[str, Any]:
+        return runner_info(self.runner_index)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class Runners:
+    """The runners of one learner: a single in-process runner (`runners.num: 0`) or a
+    `RunnerPool` of Ray actors; the bookkeeping both algorithms need either way."""
+
+    def __init__(
+        self,
+        cfg: RunnersConfig,
+        runner_cls: type,
+        kwargs: dict[str, Any],
+        shared_policy: nn.Module | None,
+        weights: Any,
+        version: int,
+    ) -> None:
+        self.local: Any = None
+        self.pool: Any = None
+        if cfg.num == 0:
+            self.local = runner_cls(**kwargs, torch_threads=None)
+            if shared_policy is not None:
+                self.local.share_policy(shared_policy)  # same process, same device: no copies
+        else:
+            from raydl.rl.runner_pool import RunnerPool
+
+            self.pool = RunnerPool(cfg, lambda index: {**kwargs, "runner_index": index}, runner_cls)
+            self.pool.broadcast_weights(weights, version)
+
+    def states(self) -> list[dict[str, Any]]:
+        return [self.local.get_state()] if self.local is not None else self.pool.get_states()
+
+    def restore(self, generation: int, states: list[dict[str, Any]], weights: Any, version: int) -> None:
+        """Fresh episodes with the seeds of `generation`, saved RNGs, current weights."""
+        if self.local is not None:
+            self.local.reset(generation)
+            self.local.set_state(states[0])
+        else:
+            self.pool.reset(generation, states)
+            self.pool.broadcast_weights(weights, version)
+
+    def infos(self) -> list[dict[str, Any]]:
+        return [self.local.info()] if self.local is not None else self.pool.infos()
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
+        if self.pool is not None:
+            self.pool.close()
+
+
+class EnvRunner(RunnerBase):
     """Steps `num_envs` copies of an env with an epsilon-greedy copy of the Q-network."""
 
     def __init__(
@@ -91,18 +176,9 @@ class EnvRunner:
         atari: AtariConfig | None = None,
         frames: bool = False,
     ) -> None:
-        if torch_threads:
-            # A tiny policy forward is slower with several threads, and N runners on a
-            # few cores would fight over them.
-            torch.set_num_threads(torch_threads)
-        self.runner_index = runner_index
-        self.envs = make_vector_env(env_id, num_envs, atari)
-        # Atari training signals (the env itself reports raw scores and whole games).
-        self.clip_rewards = bool(atari and is_atari(env_id) and atari.clip_rewards)
-        self.life_loss_terminal = bool(atari and is_atari(env_id) and atari.terminal_on_life_loss)
+        self._setup_envs(env_id, num_envs, atari, runner_index, torch_threads)
         # frames=True: emit single frames for a FrameReplayBuffer instead of transitions.
         self.frames = frames
-        self.num_envs = num_envs
         self.num_actions = int(self.envs.single_action_space.n)  # type: ignore[attr-defined]
         self.policy = policy_fn()
         self.policy.eval()
@@ -206,16 +282,3 @@ class EnvRunner:
             "sample_time_s": time.perf_counter() - start,
         }
 
-    # -- state --------------------------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
-        """The runner's exploration RNG (JSON-ready); envs restart on restore."""
-        return {"rng": self.rng.bit_generator.state}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-
-    def info(self) -> dict[str, Any]:
-        return runner_info(self.runner_index)
-
-    def close(self) -> None:
-        self.envs.close()

@@ -25,12 +25,8 @@ class RunnerPool:
         self,
         cfg: RunnersConfig,
         runner_kwargs: Callable[[int], dict[str, Any]],
-        runner_cls: type | None = None,
+        runner_cls: type,
     ) -> None:
-        if runner_cls is None:
-            from raydl.rl.runner import EnvRunner
-
-            runner_cls = EnvRunner
         self.cfg = cfg
         remote_cls = ray.remote(
             num_cpus=cfg.cpus_per_runner, resources=cfg.resources or None
