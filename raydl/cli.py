@@ -1,4 +1,4 @@
-"""`raydl run | list | eval`: the command line over the same API tests and Tune use."""
+"""`raydl run | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt", default="", help="language models: text to continue")
     ev.add_argument("--temperature", type=float, default=0.8,
                     help="language models: sampling temperature")
+    sample = sub.add_parser("sample", help="new images from a GAN or VAE checkpoint, as a PNG grid")
+    sample.add_argument("checkpoint", help="a gan/vae checkpoint or run directory (latest)")
+    sample.add_argument("--n", type=int, default=64, help="images to generate")
+    sample.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    sample.add_argument("--nrow", type=int, default=8, help="images per grid row")
     viz = sub.add_parser("viz", help="PNG grids of a CNN's activation maps for one image")
     viz.add_argument("checkpoint", help="a classifier checkpoint or run directory (latest)")
     viz.add_argument("--image", type=Path, required=True, help="the image to look at")
@@ -66,6 +72,26 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     print(f"raydl viz: {len(written) - 1} activation grids and the first layer's filters in {args.out}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from raydl.gen.scoring import save_grid
+    from raydl.gen.trainer import load_generator, sample_images
+
+    if args.n < 1:
+        raise ConfigError(f"--n: expected an integer >= 1, got {args.n}")
+    if args.nrow < 1:
+        raise ConfigError(f"--nrow: expected an integer >= 1, got {args.nrow}")
+    if args.out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {args.out}: expected a .png file name")
+    if not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    directory = _resolve_checkpoint(args.checkpoint)
+    cfg, net = load_generator(directory)
+    images = sample_images(cfg, net, args.n, seed=args.seed)
+    save_grid(images, args.out, nrow=args.nrow)
+    print(f"raydl sample: {args.n} images of {cfg.title} from {directory} in {args.out}")
     return 0
 
 
@@ -93,7 +119,8 @@ def _cmd_list(_: argparse.Namespace) -> int:
     for path in registry.experiment_files():
         try:
             data = read_yaml(path)
-            print(f"  {path.stem:<28} kind={data.get('kind')}  env={data.get('env', '-')}")
+            where = f"env={data['env']}" if "env" in data else f"data={(data.get('data') or {}).get('source', 'digits')}"
+            print(f"  {path.stem:<28} kind={data.get('kind')}  {where}")
         except ConfigError as exc:
             print(f"  {path.stem:<28} (unreadable: {exc})")
     print("kinds: " + ", ".join(registry.kinds()))
@@ -154,6 +181,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_experiment(directories[0] / "config.yaml")
     if cfg.kind in ("classify", "language_model"):
         return _eval_supervised(args, directories)
+    if cfg.kind in ("gan", "vae"):
+        raise ConfigError(f"eval: {directories[0]} is a {cfg.kind} checkpoint; sample it with "
+                          "`raydl sample CHECKPOINT --n 64 --out grid.png`")
     if len(directories) > 1:
         raise ConfigError("eval: RL checkpoints are evaluated one at a time")
     directory = directories[0]
@@ -177,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     from raydl.checkpoint import CheckpointError
 
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz}
+    handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
+                "sample": _cmd_sample}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError) as exc:

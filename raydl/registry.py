@@ -20,9 +20,11 @@ _KINDS: dict[str, str] = {
     "a3c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
     "a2c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
     "reinforce": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
-    # Supervised kinds run one Ray Train fit per run (their class has `fit`).
+    # Supervised and generative kinds run one Ray Train fit per run (their class has `fit`).
     "classify": "raydl.sl.trainer:SupervisedExperiment:SupervisedTrainer",
     "language_model": "raydl.sl.trainer:SupervisedExperiment:SupervisedTrainer",
+    "gan": "raydl.gen.trainer:GenerativeExperiment:GenerativeTrainer",
+    "vae": "raydl.gen.trainer:GenerativeExperiment:GenerativeTrainer",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"

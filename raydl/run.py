@@ -195,7 +195,8 @@ def summary_line(cfg: Any, result: RunResult) -> str:
 
 
 def _fit(cfg: Any, algo_cls: Any, run_dir: Path, resume: bool, progress: bool, echo: bool) -> RunResult:
-    """Supervised kinds: one blocking Ray Train fit; metrics come from the run's file."""
+    """Supervised and generative kinds: one blocking Ray Train fit; metrics come from the
+    run's file."""
     start = time.monotonic()
     try:
         algo_cls.fit(cfg, run_dir, resume=resume, progress=progress)
@@ -209,19 +210,21 @@ def _fit(cfg: Any, algo_cls: Any, run_dir: Path, resume: bool, progress: bool, e
     epoch = int(metrics.get("epoch", 0))
     if epoch >= cfg.train.epochs:
         reason = f"epochs {cfg.train.epochs} reached"
-    else:
+    elif getattr(cfg.train, "early_stop_patience", 0):
         watched, _ = cfg.watched
         reason = f"early stopping: no {watched} improvement in {cfg.train.early_stop_patience} epochs"
+    else:
+        reason = f"ended at epoch {epoch}"
     from raydl.sl.trainer import latest_epoch_checkpoint
 
     result = RunResult(run_dir, metrics, reason, latest_epoch_checkpoint(run_dir), wall, 0, rows)
     if echo:
         shown = ", ".join(
-            f"{k} {metrics[k]:.4g}" for k in (cfg.headline, "test_accuracy", "test_bpc")
+            f"{k} {metrics[k]:.4g}" for k in dict.fromkeys((cfg.headline, *cfg.summary_keys))
             if isinstance(metrics.get(k), float)
         )
         print(
-            f"raydl: {cfg.kind} {cfg.model.arch} on {cfg.data.source} stopped ({reason}) after "
+            f"raydl: {cfg.title} stopped ({reason}) after "
             f"{epoch} epochs on {cfg.scaling.workers} workers, {wall:.1f}s; {shown or '-'}; "
             f"results in {run_dir}",
             flush=True,

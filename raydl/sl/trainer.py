@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -146,6 +146,12 @@ class SupervisedExperiment:
         if self.kind == "language_model":
             return "val_perplexity" if self.data.level == "word" else "val_bpc"
         return "val_accuracy"
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind} {self.model.arch} on {self.data.source}"
+
+    summary_keys = ("test_accuracy", "test_bpc")
 
     @property
     def watched(self) -> tuple[str, str]:
@@ -329,6 +335,43 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+def restore_epoch_checkpoint(device: torch.device) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(tensors of model.pt, state.json) of the checkpoint Ray Train hands this worker
+    group (after a restart or on --resume), or None on a fresh start. `restores` in the
+    state already counts this restore."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        saved = torch.load(Path(d) / MODEL_FILE, map_location=device, weights_only=True)
+        state = json.loads((Path(d) / STATE_FILE).read_text())
+    state["restores"] = state.get("restores", 0) + 1
+    return saved, state
+
+
+def report_epoch(
+    metrics: dict[str, Any], epoch: int, *, save: bool, rank: int, writer: Any,
+    write: Callable[[Path], None],
+) -> None:
+    """Every worker reports the epoch; rank 0 also appends the metrics row and, when
+    `save`, fills a checkpoint directory with `write(dir)` for Ray Train to keep as
+    RUN_DIR/checkpoints/epoch_NNNNNN (committed once every worker has reported)."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report_ckpt = None
+        if save and rank == 0:
+            write(Path(tmp))
+            report_ckpt = Checkpoint.from_directory(tmp)
+        if writer is not None:
+            writer.write(metrics)
+        ray.train.report(metrics, checkpoint=report_ckpt,
+                         checkpoint_dir_name=f"epoch_{epoch:06d}" if save else None)
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """The per-worker training function given to TorchTrainer."""
     import ray.train
@@ -357,16 +400,13 @@ def train_loop(config: dict[str, Any]) -> None:
     watched, mode = cfg.watched
     epoch, best, stale, restores = 0, None, 0, 0
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            saved = torch.load(Path(d) / MODEL_FILE, map_location=device, weights_only=True)
-            _unwrap(model).load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            state = json.loads((Path(d) / STATE_FILE).read_text())
-        epoch, best, stale = state["epoch"], state["best"], state["stale"]
-        restores = state["restores"] + 1  # a --resume or a restarted worker group
+    restored = restore_epoch_checkpoint(device)
+    if restored is not None:
+        saved, state = restored
+        _unwrap(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        epoch, best, stale, restores = state["epoch"], state["best"], state["stale"], state["restores"]
         if cfg.model.unfreeze_after and epoch > cfg.model.unfreeze_after:
             set_backbone_trainable(_unwrap(model), True)
             model = ray.train.torch.prepare_model(_unwrap(model))
@@ -419,23 +459,17 @@ def train_loop(config: dict[str, Any]) -> None:
             last = stop or epoch == cfg.train.epochs
             if last:
                 metrics.update(task.evaluate(model, "test", device))
-            save = last or (cfg.checkpoint.every and epoch % cfg.checkpoint.every == 0)
-            with tempfile.TemporaryDirectory() as tmp:
-                report_ckpt = None
-                if save and rank == 0:
-                    directory = Path(tmp)
-                    torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict()}, directory / MODEL_FILE)
-                    task.save_extra(directory)
-                    dump_yaml(cfg, directory / "config.yaml")
-                    (directory / STATE_FILE).write_text(json.dumps(
-                        {"epoch": epoch, "best": best, "stale": stale, "restores": restores,
-                         "metrics": metrics}))
-                    report_ckpt = Checkpoint.from_directory(tmp)
-                if writer is not None:
-                    writer.write(metrics)
-                ray.train.report(metrics, checkpoint=report_ckpt,
-                                 checkpoint_dir_name=f"epoch_{epoch:06d}" if save else None)
+            save = last or bool(cfg.checkpoint.every and epoch % cfg.checkpoint.every == 0)
+
+            def write(directory: Path) -> None:
+                torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict()}, directory / MODEL_FILE)
+                task.save_extra(directory)
+                dump_yaml(cfg, directory / "config.yaml")
+                (directory / STATE_FILE).write_text(json.dumps(
+                    {"epoch": epoch, "best": best, "stale": stale, "restores": restores, "metrics": metrics}))
+
+            report_epoch(metrics, epoch, save=save, rank=rank, writer=writer, write=write)
             if writer is not None and (save or last):
                 writer.plot(cfg.headline, x="epoch")
             if stop:
@@ -511,54 +545,75 @@ def latest_epoch_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def check_resources(scaling: ScalingSection, run_dir: Path, resume: bool) -> bool:
+    """Driver-side checks before a fit (one line each); returns whether workers use GPUs."""
+    import ray
+
+    if resume and latest_epoch_checkpoint(run_dir) is None:
+        raise ConfigError(f"--resume {run_dir}: no epoch checkpoint to continue from")
+    cpus = ray.cluster_resources().get("CPU", 0)
+    need = scaling.workers * scaling.cpus_per_worker
+    if need > cpus:
+        raise ConfigError(
+            f"scaling.workers: {scaling.workers} workers x {scaling.cpus_per_worker:g} "
+            f"CPUs need {need:g} CPUs, the cluster has {cpus:g}"
+        )
+    return _use_gpu(scaling.use_gpu)
+
+
+def run_torch_trainer(
+    loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, scaling: ScalingSection,
+    use_gpu: bool, keep: int, run_dir: Path, epochs: int, headline: str, progress: bool,
+) -> dict[str, Any]:
+    """One blocking Ray Train fit of `loop` on `scaling.workers` workers, checkpoints under
+    RUN_DIR/checkpoints, a progress line fed from RUN_DIR/metrics.jsonl; a worker's
+    error comes back as one line (ConfigError or TrainingError)."""
+    import ray
+    from ray.train import CheckpointConfig as RayCheckpointConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raydl.metrics import Progress
+
+    bar = Progress(epochs, "epochs", headline, enabled=progress, every_s=0.0)
+    tail = _Tail(run_dir, lambda row: bar.update(int(row.get("epoch", 0)), row))
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={**loop_config, "run_dir": str(run_dir)},
+        scaling_config=ScalingConfig(
+            num_workers=scaling.workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=CHECKPOINTS, storage_path=str(run_dir.resolve()),
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=RayCheckpointConfig(num_to_keep=keep),
+        ),
+    )
+    tail.start()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise _one_line(exc) from None
+    finally:
+        tail.done.set()
+        tail.join()
+        bar.close()
+    return dict(result.metrics or {})
+
+
 class SupervisedTrainer:
     """The registry's algorithm class for supervised kinds: `fit` runs a whole run."""
 
     @staticmethod
     def fit(cfg: SupervisedExperiment, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
-        import ray
-        from ray.train import CheckpointConfig as RayCheckpointConfig
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-
-        from raydl.metrics import Progress
-
         check_data(cfg.data)
         check_pretrained(cfg.model.arch, cfg.model)
-        use_gpu = _use_gpu(cfg.scaling.use_gpu)
+        use_gpu = check_resources(cfg.scaling, run_dir, resume)
         if cfg.train.amp and not use_gpu:
             raise ConfigError("train.amp: mixed precision needs GPU workers and none are used here; allowed: false")
-        if resume and latest_epoch_checkpoint(run_dir) is None:
-            raise ConfigError(f"--resume {run_dir}: no epoch checkpoint to continue from")
-        cpus = ray.cluster_resources().get("CPU", 0)
-        need = cfg.scaling.workers * cfg.scaling.cpus_per_worker
-        if need > cpus:
-            raise ConfigError(
-                f"scaling.workers: {cfg.scaling.workers} workers x {cfg.scaling.cpus_per_worker:g} "
-                f"CPUs need {need:g} CPUs, the cluster has {cpus:g}"
-            )
-        bar = Progress(cfg.train.epochs, "epochs", cfg.headline, enabled=progress, every_s=0.0)
-        tail = _Tail(run_dir, lambda row: bar.update(int(row.get("epoch", 0)), row))
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={"experiment": to_dict(cfg), "run_dir": str(run_dir)},
-            scaling_config=ScalingConfig(
-                num_workers=cfg.scaling.workers, use_gpu=use_gpu,
-                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
-            ),
-            run_config=RunConfig(
-                name=CHECKPOINTS, storage_path=str(run_dir.resolve()),
-                failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
-                checkpoint_config=RayCheckpointConfig(num_to_keep=cfg.checkpoint.keep),
-            ),
+        return run_torch_trainer(
+            train_loop, {"experiment": to_dict(cfg)}, scaling=cfg.scaling, use_gpu=use_gpu,
+            keep=cfg.checkpoint.keep, run_dir=run_dir, epochs=cfg.train.epochs,
+            headline=cfg.headline, progress=progress,
         )
-        tail.start()
-        try:
-            result = trainer.fit()
-        except ray.train.TrainingFailedError as exc:
-            raise _one_line(exc) from None
-        finally:
-            tail.done.set()
-            tail.join()
-            bar.close()
-        return dict(result.metrics or {})

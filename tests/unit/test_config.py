@@ -58,7 +58,7 @@ def test_bad_values_are_one_line_errors(data: dict, message: str) -> None:
 
 
 def test_unknown_kind_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match=r"kind: unknown kind 'dq' \(did you mean 'dqn'\?\); allowed: a2c, a3c, classify, dqn, language_model, reinforce"):
+    with pytest.raises(ConfigError, match=r"kind: unknown kind 'dq' \(did you mean 'dqn'\?\); allowed: a2c, a3c, classify, dqn, gan, language_model, reinforce, vae"):
         load_experiment({"kind": "dq"})
     with pytest.raises(ConfigError, match="kind: missing"):
         load_experiment({"env": "CartPole-v1"})

@@ -1,0 +1,103 @@
+"""The GAN updates (Goodfellow et al. 2014; DCGAN, Radford et al. 2016), as functions
+over the two networks, correct whether or not they are wrapped in DDP.
+
+Discriminator step:  max_D  E log D(x) + E log(1 - D(G(z)))
+    real and generated images go through D as two batches (BatchNorm sees all-real or
+    all-generated batches, as in the DCGAN reference code); G runs without gradients.
+    One backward through D's DDP wrapper: each D parameter's hook fires once with the
+    sum of both terms, so gradients are all-reduced exactly once.
+Generator step:  non-saturating  min_G -E log D(G(z))   (the paper's practical choice)
+                 or minimax      min_G  E log(1 - D(G(z)))
+    D's parameters are frozen and D is called *unwrapped*, so D's DDP reducer is not
+    involved (no all-reduce of D gradients that nobody applies, no stale D gradients
+    left behind); G's gradients are all-reduced by G's own DDP wrapper.
+Options: one-sided label smoothing, and instance noise (Gaussian noise on every image D
+sees, real or generated: on small datasets it keeps D from winning on pixel detail).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (or the module itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@dataclass
+class GANLossConfig:
+    label_smoothing: float = 0.0  # one-sided: real targets are 1 - s (Salimans et al. 2016)
+    non_saturating: bool = True
+    instance_noise: float = 0.0  # std of Gaussian noise on every image D sees (Sonderby et al. 2016)
+    translate: float = 0.0  # DiffAugment: random shifts up to this share of the image side
+
+
+def translate(x: torch.Tensor, share: float) -> torch.Tensor:
+    """Each image shifted by a random whole number of pixels (up to `share` of its side),
+    the background edge repeated; differentiable in x (DiffAugment, Zhao et al. 2020)."""
+    n, _, h, w = x.shape
+    max_shift = max(1, round(share * w))
+    pixels = torch.randint(-max_shift, max_shift + 1, (n, 2), device=x.device).float()
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = pixels[:, 0] * 2 / w  # one pixel is 2 / side in grid coordinates
+    theta[:, 1, 2] = pixels[:, 1] * 2 / h
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+
+
+def _view(x: torch.Tensor, cfg: GANLossConfig) -> torch.Tensor:
+    """What D sees of an image: augmented and noised the same way for real and generated."""
+    if cfg.translate > 0:
+        x = translate(x, cfg.translate)
+    if cfg.instance_noise > 0:
+        x = x + cfg.instance_noise * torch.randn_like(x)
+    return x
+
+
+def discriminator_step(
+    d: nn.Module, g: nn.Module, real: torch.Tensor, z: torch.Tensor,
+    optimizer: torch.optim.Optimizer, loss_cfg: GANLossConfig,
+) -> dict[str, float]:
+    """One D update on a real batch and G(z); returns its loss and mean D outputs."""
+    with torch.no_grad():
+        fake = unwrap(g)(z)
+    real_logits, fake_logits = d(_view(real, loss_cfg)), d(_view(fake, loss_cfg))
+    real_target = torch.full_like(real_logits, 1.0 - loss_cfg.label_smoothing)
+    loss = bce(real_logits, real_target) + bce(fake_logits, torch.zeros_like(fake_logits))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {
+        "d_loss": float(loss.detach()),
+        "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
+        "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()),
+    }
+
+
+def generator_step(
+    g: nn.Module, d: nn.Module, z: torch.Tensor, optimizer: torch.optim.Optimizer,
+    loss_cfg: GANLossConfig,
+) -> dict[str, float]:
+    """One G update through a frozen, unwrapped D."""
+    critic = unwrap(d)
+    for p in critic.parameters():
+        p.requires_grad_(False)
+    try:
+        logits = critic(_view(g(z), loss_cfg))
+        if loss_cfg.non_saturating:
+            loss = bce(logits, torch.ones_like(logits))
+        else:  # minimize log(1 - D(G(z))) = -BCE(logits, 0)
+            loss = -bce(logits, torch.zeros_like(logits))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    finally:
+        for p in critic.parameters():
+            p.requires_grad_(True)
+    return {"g_loss": float(loss.detach())}
