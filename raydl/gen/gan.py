@@ -34,27 +34,10 @@ class GANLossConfig:
     label_smoothing: float = 0.0  # one-sided: real targets are 1 - s (Salimans et al. 2016)
     non_saturating: bool = True
     instance_noise: float = 0.0  # std of Gaussian noise on every image D sees (Sonderby et al. 2016)
-    translate: float = 0.0  # DiffAugment: random shifts up to this share of the image side
-
-
-def translate(x: torch.Tensor, share: float) -> torch.Tensor:
-    """Each image shifted by a random whole number of pixels (up to `share` of its side),
-    the background edge repeated; differentiable in x (DiffAugment, Zhao et al. 2020)."""
-    n, _, h, w = x.shape
-    max_shift = max(1, round(share * w))
-    pixels = torch.randint(-max_shift, max_shift + 1, (n, 2), device=x.device).float()
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2] = pixels[:, 0] * 2 / w  # one pixel is 2 / side in grid coordinates
-    theta[:, 1, 2] = pixels[:, 1] * 2 / h
-    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    return nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
 
 
 def _view(x: torch.Tensor, cfg: GANLossConfig) -> torch.Tensor:
-    """What D sees of an image: augmented and noised the same way for real and generated."""
-    if cfg.translate > 0:
-        x = translate(x, cfg.translate)
+    """What D sees of an image: noised the same way for real and generated ones."""
     if cfg.instance_noise > 0:
         x = x + cfg.instance_noise * torch.randn_like(x)
     return x

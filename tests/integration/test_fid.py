@@ -22,6 +22,9 @@ def _random_inception_weights(path: Path) -> Path:
     torch.save({}, empty)
     torch.manual_seed(0)
     net = Skeleton("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    for module in net.modules():  # activations that neither vanish nor explode over 48 layers
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     torch.save(net.state_dict(), path)
     return path
 
