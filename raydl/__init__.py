@@ -17,4 +17,19 @@ def run(experiment: Any = None, overrides: list[str] | None = None, **kwargs: An
     return train(experiment, overrides, **kwargs)
 
 
-__all__ = ["__version__", "run"]
+_TUNE_OPTIONS = ("num_samples", "out", "resume", "address", "echo")
+
+
+def tune(path_or_spec: Any = None, overrides: list[str] | None = None, **kwargs: Any) -> Any:
+    """Search an experiment's `tune:` space with Ray Tune; returns Ray's ResultGrid.
+
+    Keyword arguments are `num_samples`, `out`, `resume`, `address`, `echo`, or field
+    overrides with `__` for the dots: `raydl.tune("tune_dqn_cartpole", algo__gamma=0.98)`."""
+    from raydl.tune import tune_experiment
+
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in _TUNE_OPTIONS}
+    sets = list(overrides or []) + [f"{k.replace('__', '.')}={v}" for k, v in kwargs.items()]
+    return tune_experiment(path_or_spec, sets, **options)
+
+
+__all__ = ["__version__", "run", "tune"]

@@ -1,4 +1,4 @@
-"""`raydl run | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
+"""`raydl run | tune | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
+
+    tune = sub.add_parser("tune", help="search an experiment's tune: space with Ray Tune")
+    tune.add_argument("experiment", nargs="?", help="experiment file with a tune: section, or its name")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a field of the experiment (or of tune.*) before searching")
+    tune.add_argument("--num-samples", type=int, help="trials to sample (default: tune.num_samples)")
+    tune.add_argument("--out", default="runs", help="parent directory of searches (tune.storage_path wins)")
+    tune.add_argument("--resume", metavar="SEARCH_DIR", help="continue an interrupted search")
+    tune.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
 
     sub.add_parser("list", help="list experiment files and registered kinds")
 
@@ -108,6 +117,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         progress=False if args.no_progress else None,
     )
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from raydl.tune import tune_experiment
+
+    if args.experiment and args.resume:
+        raise ConfigError("tune: give an experiment or --resume SEARCH_DIR, not both")
+    if args.resume and (args.overrides or args.num_samples):
+        raise ConfigError("tune --resume: continues the search as it was; --set and --num-samples are not allowed")
+    tune_experiment(args.experiment, args.overrides, num_samples=args.num_samples, out=args.out,
+                    resume=args.resume, address=args.address)
     return 0
 
 
@@ -208,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
-                "sample": _cmd_sample}
+                "sample": _cmd_sample, "tune": _cmd_tune}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError) as exc:

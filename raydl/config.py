@@ -8,6 +8,7 @@ one-line help text and the allowed range, so that a bad value is reported as
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -147,6 +148,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Return `value` converted to type `tp`, or raise ConfigError naming `where`."""
+    if tp is Any:  # checked later by whatever reads it (e.g. a search-space value)
+        return value
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -249,7 +252,12 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except ConfigError as exc:  # a nested section's check names where it sits
+            if where and not str(exc).startswith(where.split(".")[0]):
+                raise ConfigError(f"{where}: {exc}") from None
+            raise
     return obj
 
 
@@ -273,10 +281,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+# Mappings whose keys are themselves dotted field names (a search space): in
+# `--set tune.space.algo.lr=...` everything after the mapping's path is one key.
+DOTTED_KEY_MAPPINGS = (("tune", "space"), ("tune", "scheduler", "mutations"))
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `--set` overrides to a raw experiment mapping (before typed loading)."""
     for text in overrides:
         parts, value = parse_override(text)
+        for prefix in DOTTED_KEY_MAPPINGS:
+            if tuple(parts[: len(prefix)]) == prefix and len(parts) > len(prefix) + 1:
+                parts = [*prefix, ".".join(parts[len(prefix):])]
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
@@ -316,14 +332,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_experiment(
     source: str | Path | dict[str, Any], overrides: list[str] | None = None
 ) -> Any:
-    """Load an experiment (file path, name in experiments/, or mapping) into its dataclass."""
+    """Load an experiment (file path, name in experiments/, or mapping) into its dataclass.
+
+    A `tune:` section is read only by `raydl tune` (raydl.tune) and ignored here."""
+    data = read_experiment(source, overrides)
+    data.pop("tune", None)
+    return experiment_from_data(data)
+
+
+def read_experiment(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
+    """The raw mapping of an experiment (file, name or mapping) with `--set` overrides applied."""
     from raydl import registry
 
     if isinstance(source, dict):
-        data = dict(source)
+        data = copy.deepcopy(source)
     else:
         data = read_yaml(registry.find_experiment(str(source)))
-    data = apply_overrides(data, overrides or [])
+    return apply_overrides(data, overrides or [])
+
+
+def experiment_from_data(data: dict[str, Any]) -> Any:
+    """The typed experiment of a raw mapping (without a `tune:` section)."""
+    from raydl import registry
+
     kind = data.get("kind")
     if kind is None:
         raise ConfigError(f"kind: missing; allowed: {', '.join(registry.kinds())}")

@@ -64,15 +64,16 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images -> one logit each (real vs generated)."""
 
-    def __init__(self, channels: int, size: int, width: int = 64) -> None:
+    def __init__(self, channels: int, size: int, width: int = 64, norm: str = "batch") -> None:
         super().__init__()
         _, kernels = _plan(size)
         layers: list[nn.Module] = []
         c = channels
+        spectral = norm == "spectral"
         for i in range(len(kernels)):
             out = width * 2**i
-            layers.append(nn.Conv2d(c, out, 4, 2, 1, bias=i == 0))
-            if i > 0:  # no BatchNorm on the input layer (the paper's rule)
+            layers.append(nn.Conv2d(c, out, 4, 2, 1, bias=i == 0 or spectral))
+            if i > 0 and not spectral:  # no BatchNorm on the input layer (the paper's rule)
                 layers.append(nn.BatchNorm2d(out))
             layers.append(nn.LeakyReLU(0.2, True))
             c = out
@@ -80,6 +81,10 @@ class Discriminator(nn.Module):
         final = size // 2 ** len(kernels)
         self.head = nn.Conv2d(c, 1, final, 1, 0)
         self.apply(dcgan_init)
+        if spectral:  # Miyato et al. 2018: every layer 1-Lipschitz, no BatchNorm
+            for module in [*self.body, self.head]:
+                if isinstance(module, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).view(-1)

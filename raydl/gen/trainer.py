@@ -76,6 +76,8 @@ class GenModelConfig:
     latent: int = param(100, "latent dimensions: GAN noise z, VAE code", ge=1)
     g_width: int = param(64, "gan: generator channels before its output layer (DCGAN's ngf)", ge=1)
     d_width: int = param(64, "gan: discriminator channels after its input layer (DCGAN's ndf)", ge=1)
+    d_norm: Literal["batch", "spectral"] = param(
+        "batch", "gan: discriminator normalization, DCGAN's BatchNorm or spectral norm (Miyato et al. 2018)")
     width: int = param(32, "vae: channels of the first encoder layer", ge=1)
     variational: bool = param(True, "vae: a VAE (reparameterized z, KL term); false: a plain autoencoder")
 
@@ -164,6 +166,8 @@ class GenerativeExperiment:
                                   f"only; this experiment is kind {self.kind}")
         if self.kind == "gan" and self.model.variational is not GenModelConfig().variational:
             raise ConfigError("model.variational: applies to kind vae only; this experiment is kind gan")
+        if self.kind == "vae" and self.model.d_norm != GenModelConfig().d_norm:
+            raise ConfigError("model.d_norm: applies to kind gan only; this experiment is kind vae")
         if self.score.classifier == "auto" and source not in SCORER_EXPERIMENTS:
             raise ConfigError(
                 f"score.classifier: auto trains a scorer on {', '.join(SCORER_EXPERIMENTS)}; for "
@@ -203,7 +207,7 @@ class GANTask:
         m = cfg.model
         self.cfg = cfg
         self.g = ray.train.torch.prepare_model(Generator(m.latent, cfg.channels, cfg.image_size, m.g_width))
-        self.d = ray.train.torch.prepare_model(Discriminator(cfg.channels, cfg.image_size, m.d_width))
+        self.d = ray.train.torch.prepare_model(Discriminator(cfg.channels, cfg.image_size, m.d_width, m.d_norm))
         t = cfg.train
         self.opt_g = torch.optim.Adam(self.g.parameters(), t.lr, betas=(t.beta1, t.beta2))
         self.opt_d = torch.optim.Adam(self.d.parameters(), t.d_lr or t.lr, betas=(t.beta1, t.beta2))
@@ -524,7 +528,8 @@ class GenerativeTrainer:
     """The registry's algorithm class for generative kinds: `fit` runs a whole run."""
 
     @staticmethod
-    def fit(cfg: GenerativeExperiment, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    def fit(cfg: GenerativeExperiment, run_dir: Path, *, resume: bool, progress: bool,
+            callbacks: list[Any] | None = None) -> dict[str, Any]:
         from raydl.gen.scoring import check_inception
 
         check_data(cfg.data)
@@ -537,7 +542,7 @@ class GenerativeTrainer:
         return run_torch_trainer(
             gen_loop, {"experiment": to_dict(cfg), "scorer": scorer}, scaling=cfg.scaling,
             use_gpu=use_gpu, keep=cfg.checkpoint.keep, run_dir=run_dir, epochs=cfg.train.epochs,
-            headline=cfg.headline, progress=progress,
+            headline=cfg.headline, progress=progress, callbacks=callbacks,
         )
 
 

@@ -564,6 +564,7 @@ def check_resources(scaling: ScalingSection, run_dir: Path, resume: bool) -> boo
 def run_torch_trainer(
     loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, scaling: ScalingSection,
     use_gpu: bool, keep: int, run_dir: Path, epochs: int, headline: str, progress: bool,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """One blocking Ray Train fit of `loop` on `scaling.workers` workers, checkpoints under
     RUN_DIR/checkpoints, a progress line fed from RUN_DIR/metrics.jsonl; a worker's
@@ -588,6 +589,7 @@ def run_torch_trainer(
             name=CHECKPOINTS, storage_path=str(run_dir.resolve()),
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=RayCheckpointConfig(num_to_keep=keep),
+            callbacks=callbacks or None,  # e.g. Tune's TuneReportCallback inside a trial
         ),
     )
     tail.start()
@@ -606,7 +608,8 @@ class SupervisedTrainer:
     """The registry's algorithm class for supervised kinds: `fit` runs a whole run."""
 
     @staticmethod
-    def fit(cfg: SupervisedExperiment, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    def fit(cfg: SupervisedExperiment, run_dir: Path, *, resume: bool, progress: bool,
+            callbacks: list[Any] | None = None) -> dict[str, Any]:
         check_data(cfg.data)
         check_pretrained(cfg.model.arch, cfg.model)
         use_gpu = check_resources(cfg.scaling, run_dir, resume)
@@ -615,5 +618,5 @@ class SupervisedTrainer:
         return run_torch_trainer(
             train_loop, {"experiment": to_dict(cfg)}, scaling=cfg.scaling, use_gpu=use_gpu,
             keep=cfg.checkpoint.keep, run_dir=run_dir, epochs=cfg.train.epochs,
-            headline=cfg.headline, progress=progress,
+            headline=cfg.headline, progress=progress, callbacks=callbacks,
         )

@@ -1,0 +1,549 @@
+"""Ray Tune over any experiment file: `raydl tune EXPERIMENT` and `raydl.tune(...)`.
+
+The experiment's `tune:` section (ignored by `raydl run`) names the metric, the search
+space over any field by its dotted name, the scheduler and the search algorithm:
+
+    tune:
+      metric: episode_return_mean      # none: the kind's headline metric
+      num_samples: 8
+      space: {algo.lr: {loguniform: [1.0e-4, 3.0e-3]}, algo.target_update: {choice: [250, 500]}}
+      scheduler: {type: asha, grace_period: 2, max_t: 20}
+
+Trials:
+- RL kinds (dqn, a3c, a2c, reinforce) are a class trainable over the algorithm's own
+  `step` / `save` / `restore`: the checkpoints PBT copies are the CLI's checkpoints,
+  replay buffer included.
+- Ray Train kinds (classify, language_model, gan, vae) are a function trainable that
+  builds the TorchTrainer inside the trial (Ray 2.60's Train V2 way) and reports each
+  epoch to Tune through TuneReportCallback.
+
+Outputs under STORAGE/NAME: Tune's experiment state (so `--resume` continues without
+rerunning finished trials), `trials.csv`, `best.yaml` (a ready-to-run experiment) and
+`trials.png` (the metric of every trial over its iterations).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from raydl import registry
+from raydl.config import (
+    ConfigError,
+    dump_yaml,
+    experiment_from_data,
+    from_dict,
+    param,
+    read_experiment,
+    section,
+)
+
+RL_KINDS = ("dqn", "a3c", "a2c", "reinforce")
+TRIALS_CSV, BEST_YAML, TRIALS_PNG = "trials.csv", "best.yaml", "trials.png"
+
+
+@dataclass
+class Domain:
+    """One search dimension: exactly one of the keys."""
+
+    uniform: list[float] | None = param(None, "[low, high]")
+    loguniform: list[float] | None = param(None, "[low, high], low > 0")
+    randint: list[int] | None = param(None, "[low, high) integers")
+    choice: list[Any] | None = param(None, "values sampled uniformly")
+    grid: list[Any] | None = param(None, "values all tried (a grid axis)")
+
+    def validate(self) -> None:
+        set_keys = [k for k in ("uniform", "loguniform", "randint", "choice", "grid") if getattr(self, k) is not None]
+        if len(set_keys) != 1:
+            raise ConfigError(f"expected exactly one of uniform, loguniform, randint, choice, grid; got {set_keys or 'none'}")
+        key = set_keys[0]
+        values = getattr(self, key)
+        if key in ("uniform", "loguniform", "randint"):
+            if len(values) != 2 or not values[0] < values[1]:
+                raise ConfigError(f"{key}: expected [low, high] with low < high, got {values}")
+            if key == "loguniform" and values[0] <= 0:
+                raise ConfigError(f"loguniform: low must be > 0, got {values[0]}")
+        elif not values:
+            raise ConfigError(f"{key}: expected a non-empty list of values")
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("uniform", "loguniform", "randint", "choice", "grid") if getattr(self, k) is not None)
+
+    @property
+    def values(self) -> list[Any]:
+        return list(getattr(self, self.kind))
+
+    def to_tune(self, grid_search: bool = True) -> Any:
+        from ray import tune
+
+        low_high = self.values
+        if self.kind == "uniform":
+            return tune.uniform(*low_high)
+        if self.kind == "loguniform":
+            return tune.loguniform(*low_high)
+        if self.kind == "randint":
+            return tune.randint(*low_high)
+        if self.kind == "grid" and grid_search:
+            return tune.grid_search(self.values)
+        return tune.choice(self.values)
+
+
+@dataclass
+class SchedulerSection:
+    """When trials stop early or exploit each other."""
+
+    type: Literal["fifo", "asha", "pbt", "pb2"] = param("fifo", "fifo, asha, pbt or pb2 (needs GPy)")
+    max_t: int = param(100, "asha: iterations a trial may run at most", ge=1)
+    grace_period: int = param(1, "asha: iterations before a trial can be stopped", ge=1)
+    reduction_factor: float = param(3.0, "asha: keep the top 1/N at each rung", gt=1)
+    perturbation_interval: int = param(4, "pbt/pb2: iterations between exploit/explore", ge=1)
+    quantile_fraction: float = param(0.25, "pbt: bottom share that copies the top share", gt=0, le=0.5)
+    resample_probability: float = param(0.25, "pbt: chance a mutated value is resampled, else scaled", ge=0, le=1)
+    mutations: dict[str, Domain] = param(default_factory=dict, help="pbt/pb2: explored fields (none: the space)")
+
+
+@dataclass
+class TuneSection:
+    """A hyperparameter search over the experiment's fields."""
+
+    metric: str | None = param(None, "metric to optimize (none: the kind's headline)")
+    mode: Literal["max", "min"] | None = param(None, "max or min (none: from the metric's name)")
+    num_samples: int = param(8, "trials sampled (each grid point repeated this often)", ge=1)
+    space: dict[str, Domain] = param(default_factory=dict, help="dotted field -> {uniform|loguniform|randint|choice|grid: ...}")
+    scheduler: SchedulerSection = section(SchedulerSection, "trial scheduler")
+    search: Literal["random", "grid", "optuna"] = param("random", "random (and grid axes), grid, optuna")
+    max_concurrent: int = param(0, "trials at once (0: as many as the cluster fits)", ge=0)
+    time_budget_s: float = param(0.0, "end the whole search after this long (0: no limit)", ge=0)
+    stop: dict[str, float] = param(default_factory=dict, help="stop a trial once a metric reaches a value (none: the experiment's stop)")
+    cpus_per_trial: float = param(1.0, "RL kinds: CPUs of the trial's learner (runners add 1 each)", ge=0)
+    gpus_per_trial: float = param(0.0, "RL kinds: GPUs (fractions allowed) of the trial's learner", ge=0)
+    checkpoint_every: int = param(0, "RL kinds: checkpoint every N iterations (0: at the end; pbt checkpoints itself)", ge=0)
+    storage_path: str | None = param(None, "where searches are kept (none: --out, default runs/)")
+    name: str | None = param(None, "folder name of this search (none: EXPERIMENT-tune-TIMESTAMP)")
+
+
+@dataclass
+class TuneSpec:
+    """Everything a search needs: the base experiment (raw and typed) and its tune section."""
+
+    name: str
+    base: dict[str, Any]
+    cfg: Any
+    tune: TuneSection = field(default_factory=TuneSection)
+
+    @property
+    def metric(self) -> str:
+        return self.tune.metric or headline(self.cfg)
+
+    @property
+    def mode(self) -> str:
+        if self.tune.mode:
+            return self.tune.mode
+        lower = ("loss", "bpc", "perplexity", "distance", "fid")
+        return "min" if any(w in self.metric for w in lower) else "max"
+
+
+def headline(cfg: Any) -> str:
+    return getattr(cfg, "headline", "episode_return_mean")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _field_exists(cfg: Any, dotted: str) -> None:
+    import dataclasses
+
+    node = cfg
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+        if part not in names:
+            import difflib
+
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f" (did you mean {'.'.join(parts[:i] + [close[0]])!r}?)" if close else ""
+            raise ConfigError(f"tune.space: {dotted!r} is not a field of this experiment{hint}")
+        node = getattr(node, part)
+    if dataclasses.is_dataclass(node):
+        raise ConfigError(f"tune.space: {dotted!r} is a section; name one of its fields")
+
+
+def _check_values(base: dict[str, Any], dotted: str, domain: Domain, where: str) -> None:
+    """Every value the domain can produce must load: try its bounds or each listed value."""
+    samples = domain.values if domain.kind in ("choice", "grid") else domain.values[:1] + [domain.values[1] - (1 if domain.kind == "randint" else 0)]
+    for value in samples:
+        try:
+            experiment_from_data(read_experiment(base, [f"{dotted}={_yaml(value)}"]))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{dotted}: value {value!r} is refused: {exc}") from None
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def load_tune_spec(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TuneSpec:
+    """The experiment and its `tune:` section, every field and value checked up front."""
+    data = read_experiment(source, overrides)
+    raw_tune = data.pop("tune", None)
+    if raw_tune is None:
+        raise ConfigError("tune: this experiment has no tune section; add one with at least a space "
+                          "(e.g. tune: {space: {algo.lr: {loguniform: [1.0e-4, 1.0e-3]}}})")
+    cfg = experiment_from_data(data)
+    section_ = from_dict(TuneSection, raw_tune, "tune")
+    if not section_.space and section_.scheduler.type not in ("pbt", "pb2"):
+        raise ConfigError("tune.space: empty; name at least one field to search")
+    for where, space in (("tune.space", section_.space), ("tune.scheduler.mutations", section_.scheduler.mutations)):
+        for dotted, domain in space.items():
+            _field_exists(cfg, dotted)
+            _check_values(data, dotted, domain, where)
+    sched = section_.scheduler.type
+    train_kind = cfg.kind not in RL_KINDS
+    if sched in ("pbt", "pb2") and train_kind:
+        raise ConfigError(f"tune.scheduler.type: {sched} exploits trials through Tune checkpoints, which RL "
+                          f"kinds have ({', '.join(RL_KINDS)}); for {cfg.kind} use fifo or asha")
+    if sched in ("pbt", "pb2") and not (section_.scheduler.mutations or section_.space):
+        raise ConfigError(f"tune.scheduler.mutations: {sched} needs fields to mutate (or a space)")
+    if sched == "pb2":
+        try:
+            import GPy  # noqa: F401
+            import sklearn  # noqa: F401
+        except ImportError:
+            raise ConfigError("tune.scheduler.type: pb2 needs GPy and scikit-learn; pip install GPy, "
+                              "or use pbt") from None
+        bad = [k for k, d in (section_.scheduler.mutations or section_.space).items()
+               if d.kind not in ("uniform", "loguniform")]
+        if bad:
+            raise ConfigError(f"tune.scheduler.mutations: pb2 explores continuous ranges; {bad} are not "
+                              "uniform/loguniform")
+    if section_.search == "optuna":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError("tune.search: optuna is not installed; pip install optuna, or use random") from None
+        if any(d.kind == "grid" for d in section_.space.values()):
+            raise ConfigError("tune.search: optuna samples; use choice instead of grid")
+    if section_.search == "grid" and any(d.kind not in ("grid", "choice") for d in section_.space.values()):
+        raise ConfigError("tune.search: grid needs every space entry to be grid or choice")
+    name = Path(str(source)).stem if not isinstance(source, dict) else cfg.kind
+    return TuneSpec(name=name, base=data, cfg=cfg, tune=section_)
+
+
+# ----------------------------------------------------------------------------- trials
+
+
+def trial_experiment(base: dict[str, Any], config: dict[str, Any]) -> Any:
+    """The typed experiment of one trial: the base with the trial's sampled values."""
+    overrides = [f"{k}={_yaml(v)}" for k, v in config.items() if "." in k]
+    return experiment_from_data(read_experiment(base, overrides))
+
+
+def _rl_trainable() -> type:
+    from ray import tune
+
+    class RLTrainable(tune.Trainable):
+        """An RL algorithm as a Tune class trainable: its own step/save/restore."""
+
+        def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+            self.cfg = trial_experiment(base or {}, config)
+            self.algo = registry.algorithm_class(self.cfg.kind)(self.cfg)
+            self.started = time.monotonic()
+
+        def step(self) -> dict[str, Any]:
+            metrics = self.algo.step()
+            return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+        def save_checkpoint(self, checkpoint_dir: str) -> None:
+            self.algo.save(Path(checkpoint_dir))
+
+        def load_checkpoint(self, checkpoint: str | dict | None) -> None:
+            self.algo.restore(Path(str(checkpoint)))
+            # PBT restores another trial's state under *this* trial's (mutated) config:
+            # the optimizer state carries the old learning rate, so set this one's.
+            optimizer = getattr(self.algo, "optimizer", None)
+            if optimizer is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = self.cfg.algo.lr
+
+        def cleanup(self) -> None:
+            self.algo.close()
+
+    return RLTrainable
+
+
+def train_kind_trial(config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+    """A Ray Train kind as a Tune function trainable: builds the TorchTrainer in the trial."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = trial_experiment(base or {}, config)
+    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    cfg.log.progress = False
+    registry.algorithm_class(cfg.kind).fit(cfg, run_dir, resume=False, progress=False,
+                                           callbacks=[TuneReportCallback()])
+
+
+# ----------------------------------------------------------------------------- sizing
+
+
+def trial_bundles(spec: TuneSpec) -> list[dict[str, float]]:
+    """The resources one trial holds: RL: its learner (+1 CPU per runner actor); Ray Train
+    kinds: no CPU (Ray Train reserves its workers' CPUs itself; a CPU held by the trial
+    would leave a 2-worker trial waiting forever on a 2-CPU machine). Tune refuses an
+    empty bundle, so that one asks for a token byte of memory."""
+    cfg, t = spec.cfg, spec.tune
+    if cfg.kind in RL_KINDS:
+        head = {"CPU": t.cpus_per_trial, **({"GPU": t.gpus_per_trial} if t.gpus_per_trial else {})}
+        runners = getattr(getattr(cfg, "runners", None), "num", 0) or 0
+        return [head] + [{"CPU": 1.0}] * runners
+    return [{"memory": 1.0}]
+
+
+def worker_bundles(spec: TuneSpec, total: dict[str, float]) -> list[dict[str, float]]:
+    """Everything one trial needs at once, including Ray Train's workers."""
+    cfg = spec.cfg
+    if cfg.kind in RL_KINDS:
+        return trial_bundles(spec)
+    use_gpu = cfg.scaling.use_gpu
+    gpu = {"GPU": 1.0} if use_gpu is True or (use_gpu == "auto" and total.get("GPU", 0) > 0) else {}
+    return [{"CPU": cfg.scaling.cpus_per_worker, **gpu}] * cfg.scaling.workers
+
+
+def fit_check(spec: TuneSpec, nodes: list[dict[str, float]], total: dict[str, float]) -> int:
+    """Trials the cluster can run at once; a trial that can never be placed is an error."""
+    bundles = worker_bundles(spec, total)
+    for bundle in bundles:
+        if not any(all(node.get(r, 0.0) >= need for r, need in bundle.items() if need) for node in nodes):
+            largest = max(nodes, key=lambda n: n.get("CPU", 0.0), default={})
+            raise ConfigError(
+                f"tune: a trial needs {_fmt(bundle)} in one place and no node has that (largest node: "
+                f"{_fmt({k: v for k, v in largest.items() if k in ('CPU', 'GPU')})}); lower the trial's "
+                "resources (scaling.*, tune.cpus_per_trial, tune.gpus_per_trial, runners.num)")
+    need: dict[str, float] = {}
+    for bundle in bundles:
+        for r, v in bundle.items():
+            need[r] = need.get(r, 0.0) + v
+    for r, v in need.items():
+        if v > total.get(r, 0.0):
+            raise ConfigError(f"tune: a trial needs {_fmt(need)} and the whole cluster has {_fmt(total)}")
+    fits = [math.floor(total.get(r, 0.0) / v + 1e-9) for r, v in need.items() if v > 0]
+    return max(1, min(fits)) if fits else 1
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in resources.items() if v) or "nothing"
+
+
+def _cluster() -> tuple[list[dict[str, float]], dict[str, float]]:
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return nodes, dict(ray.cluster_resources())
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def _stop(spec: TuneSpec) -> dict[str, float]:
+    """tune.stop, else the experiment's own stop criteria as Tune stop conditions."""
+    if spec.tune.stop:
+        return dict(spec.tune.stop)
+    stop = getattr(spec.cfg, "stop", None)
+    if stop is None:  # Ray Train kinds end after train.epochs by themselves
+        return {}
+    out: dict[str, float] = {}
+    if stop.env_steps:
+        out["env_steps"] = stop.env_steps
+    if stop.episode_return_mean is not None:
+        out["episode_return_mean"] = stop.episode_return_mean
+    if stop.iterations:
+        out["training_iteration"] = stop.iterations
+    if stop.time_s:
+        out["time_total_s"] = stop.time_s
+    return out
+
+
+def _scheduler(spec: TuneSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    s = spec.tune.scheduler
+    if s.type == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=s.max_t, grace_period=s.grace_period,
+                             reduction_factor=s.reduction_factor)
+    mutations = s.mutations or spec.tune.space
+    if s.type == "pbt":
+        return PopulationBasedTraining(
+            time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
+            hyperparam_mutations={k: d.to_tune(grid_search=False) for k, d in mutations.items()},
+            quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability)
+    if s.type == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+
+        return PB2(time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
+                   hyperparam_bounds={k: d.values for k, d in mutations.items()},
+                   quantile_fraction=s.quantile_fraction)
+    return FIFOScheduler()
+
+
+def _searcher(spec: TuneSpec, max_concurrent: int) -> Any:
+    if spec.tune.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=spec.cfg.seed), max_concurrent=max_concurrent)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # seeded: the same experiment samples the same trial configs, whatever the scheduler
+    return BasicVariantGenerator(random_state=spec.cfg.seed)
+
+
+def _tuner(spec: TuneSpec, storage: Path, name: str, restore: bool) -> Any:
+    from ray import tune
+
+    t = spec.tune
+    nodes, total = _cluster()
+    fits = fit_check(spec, nodes, total)
+    max_concurrent = min(t.max_concurrent, fits) if t.max_concurrent else fits
+    rl = spec.cfg.kind in RL_KINDS
+    trainable: Any = _rl_trainable() if rl else train_kind_trial
+    trainable = tune.with_parameters(trainable, base=spec.base)
+    trainable = tune.with_resources(trainable, tune.PlacementGroupFactory(trial_bundles(spec)))
+    if restore:
+        return tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=True), max_concurrent
+    space = {k: d.to_tune(grid_search=t.search != "optuna") for k, d in t.space.items()}
+    if t.scheduler.type in ("pbt", "pb2"):  # PBT starts from the space's samples, mutations explore
+        for k, d in t.scheduler.mutations.items():
+            space.setdefault(k, d.to_tune(grid_search=False))
+    tune_config = tune.TuneConfig(
+        metric=spec.metric, mode=spec.mode, num_samples=t.num_samples, scheduler=_scheduler(spec),
+        search_alg=_searcher(spec, max_concurrent), max_concurrent_trials=max_concurrent,
+        time_budget_s=t.time_budget_s or None, reuse_actors=False,
+    )
+    checkpoint = tune.CheckpointConfig(
+        num_to_keep=4 if t.scheduler.type in ("pbt", "pb2") else 2,  # PBT copies recent ones
+        checkpoint_frequency=t.checkpoint_every if rl else 0, checkpoint_at_end=rl)
+    run_config = tune.RunConfig(
+        name=name, storage_path=str(storage.resolve()), stop=_stop(spec) or None,
+        checkpoint_config=checkpoint, verbose=1, failure_config=tune.FailureConfig(max_failures=0),
+    )
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config), max_concurrent
+
+
+def tune_experiment(
+    experiment: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    num_samples: int | None = None,
+    out: str | Path = "runs",
+    resume: str | Path | None = None,
+    address: str | None = None,
+    echo: bool = True,
+) -> Any:
+    """Run (or resume) a search; returns Ray Tune's ResultGrid. Writes trials.csv,
+    best.yaml and trials.png next to Tune's own files."""
+    from raydl.runtime import init_ray
+
+    if resume is not None:
+        folder = Path(resume)
+        if not (folder / "raydl_tune.yaml").is_file():
+            raise ConfigError(f"--resume {folder}: not a raydl search directory (no raydl_tune.yaml)")
+        import yaml
+
+        saved = yaml.safe_load((folder / "raydl_tune.yaml").read_text())
+        spec = load_tune_spec(saved["experiment"])
+        spec.name = saved["name"]
+        storage, name = folder.parent, folder.name
+    else:
+        if experiment is None:
+            raise ConfigError("tune: name an experiment (or --resume SEARCH_DIR)")
+        spec = load_tune_spec(experiment, overrides)
+        if num_samples is not None:
+            if num_samples < 1:
+                raise ConfigError(f"--num-samples: expected an integer >= 1, got {num_samples}")
+            spec.tune.num_samples = num_samples
+        storage = Path(spec.tune.storage_path or out)
+        name = spec.tune.name or f"{spec.name}-tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    init_ray(address)
+    tuner, max_concurrent = _tuner(spec, storage, name, restore=resume is not None)
+    folder = storage / name
+    if resume is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        experiment_data = {**spec.base, "tune": _tune_as_data(spec)}
+        (folder / "raydl_tune.yaml").write_text(yaml.safe_dump({"name": spec.name, "experiment": experiment_data},
+                                                               sort_keys=False))
+    if echo:
+        print(f"raydl tune: {spec.name}, {spec.tune.num_samples} samples, {spec.tune.scheduler.type}, "
+              f"metric {spec.metric} ({spec.mode}), up to {max_concurrent} trials at once; in {folder}", flush=True)
+    results = tuner.fit()
+    summary = write_outputs(spec, results, folder)
+    if echo:
+        print(summary, flush=True)
+    return results
+
+
+def _tune_as_data(spec: TuneSpec) -> dict[str, Any]:
+    from raydl.config import to_dict
+
+    data = to_dict(spec.tune)
+
+    def clean(space: dict[str, Any]) -> dict[str, Any]:
+        return {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in space.items()}
+
+    data["space"] = clean(data["space"])
+    data["scheduler"]["mutations"] = clean(data["scheduler"]["mutations"])
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def write_outputs(spec: TuneSpec, results: Any, folder: Path) -> str:
+    """trials.csv, best.yaml and trials.png; returns the one-line summary."""
+    frame = results.get_dataframe()
+    frame.to_csv(folder / TRIALS_CSV, index=False)
+    metric, mode = spec.metric, spec.mode
+    try:
+        best = results.get_best_result(metric=metric, mode=mode, scope="all")
+    except RuntimeError:
+        best = None
+    errors = sum(1 for r in results if r.error is not None)
+    if best is None or best.metrics is None or metric not in best.metrics:
+        return f"raydl tune: no trial reported {metric}; {len(results)} trials, {errors} errors; in {folder}"
+    best_cfg = trial_experiment(spec.base, best.config)
+    dump_yaml(best_cfg, folder / BEST_YAML)
+    _plot(results, metric, folder / TRIALS_PNG)
+    value = best.metrics_dataframe[metric].max() if mode == "max" else best.metrics_dataframe[metric].min()
+    chosen = ", ".join(f"{k}={_yaml(v)}" for k, v in best.config.items())
+    return (f"raydl tune: {len(results)} trials ({errors} errors); best {metric} {value:.4g} with {chosen}; "
+            f"best config in {folder / BEST_YAML}; table in {folder / TRIALS_CSV}")
+
+
+def _plot(results: Any, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for result in results:
+        df = result.metrics_dataframe
+        if df is not None and metric in df and "training_iteration" in df:
+            label = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                              for k, v in (result.config or {}).items())
+            ax.plot(df["training_iteration"], df[metric], label=label[:60])
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if len(results) <= 12:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
