@@ -172,12 +172,18 @@ class GenerativeExperiment:
             raise ConfigError(
                 f"score.classifier: auto trains a scorer on {', '.join(SCORER_EXPERIMENTS)}; for "
                 f"{source} give a classify checkpoint or none")
-        if self.kind == "vae" and not self.model.variational and self.score.classifier is not None:
+        if self.kind == "vae" and not self.model.variational and self.score.classifier not in (None, "auto"):
             raise ConfigError("score.classifier: a plain autoencoder has no prior to sample from, "
-                              "so nothing to score; allowed: none (or model.variational: true)")
+                              "so nothing to score; allowed: auto or none (or model.variational: true)")
+        if self.kind == "vae" and not self.model.variational and self.score.inception_weights:
+            raise ConfigError("score.inception_weights: a plain autoencoder has no prior to sample "
+                              "from, so no FID; allowed: none (or model.variational: true)")
 
     @property
     def scored(self) -> bool:
+        """Samples are scored: a classifier is named, or auto and there is a prior to sample."""
+        if self.kind == "vae" and not self.model.variational:
+            return False  # auto: a plain autoencoder has nothing to sample
         return self.score.classifier is not None
 
     @property
@@ -492,7 +498,7 @@ def _scorer_checkpoint(cfg: GenerativeExperiment, run_dir: Path, progress: bool)
     from raydl.sl.trainer import SupervisedTrainer
 
     choice = cfg.score.classifier
-    if choice is None:
+    if choice is None or not cfg.scored:
         return None
     if choice != "auto":
         path = Path(choice).expanduser()

@@ -112,9 +112,11 @@ def test_list_shows_experiments(tmp_path: Path) -> None:
     proc = raydl("list", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0
     assert "dqn_cartpole" in proc.stdout and "ddqn_cartpole_parallel" in proc.stdout
-    for name in ("a3c_cartpole", "a2c_cartpole", "reinforce_cartpole", "a3c_pong"):
+    for name in ("a3c_cartpole", "a2c_cartpole", "reinforce_cartpole", "a3c_pong", "dcgan_digits",
+                 "tune_dqn_cartpole"):
         assert name in proc.stdout
-    assert "kinds: a2c, a3c, classify, dqn, language_model, reinforce" in proc.stdout
+    assert "kinds: a2c, a3c, classify, dqn, gan, language_model, reinforce, vae" in proc.stdout
+    assert "kind=gan  data=digits" in proc.stdout  # non-RL experiments show their data source
 
 
 def test_reinforce_run_then_eval_from_the_command_line(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_asha_on_cartpole_writes_a_best_config_that_raydl_run_accepts(tmp_path: 
 
 def test_pbt_exploits_a_checkpoint_and_the_trial_continues_from_it(tmp_path: Path) -> None:
     results = tune_experiment("pbt_a2c_cartpole", [
-        "stop.env_steps=12000", "algo.steps_per_iteration=1000", "tune.num_samples=2",
+        "stop.env_steps=8000", "algo.steps_per_iteration=1000", "tune.num_samples=2",
         "tune.scheduler.perturbation_interval=2", "tune.scheduler.quantile_fraction=0.5",
     ], out=tmp_path / "tune", echo=False)
     assert len(results) == 2 and all(r.error is None for r in results)

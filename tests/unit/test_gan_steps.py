@@ -85,7 +85,8 @@ def test_generator_loss_forms(non_saturating: bool, formula) -> None:
     ({"train": {"beta": 2.0}}, r"train\.beta: applies to kind vae only"),
     ({"kind": "vae", "train": {"n_critic": 5}}, r"train\.n_critic: applies to kind gan only"),
     ({"data": {"source": "cifar10"}}, r"score\.classifier: auto trains a scorer on digits"),
-    ({"kind": "vae", "model": {"variational": False}}, r"score\.classifier: a plain autoencoder has no prior"),
+    ({"kind": "vae", "model": {"variational": False}, "score": {"classifier": "runs/x"}},
+     r"score\.classifier: a plain autoencoder has no prior"),
 ])
 def test_generative_experiment_refuses_what_cannot_work(data: dict, message: str) -> None:
     base = {"kind": "gan", "data": {"image_size": 28}}
@@ -100,3 +101,8 @@ def test_generative_experiment_sizes_follow_the_source() -> None:
     assert cfg.headline == "g_loss"
     vae = load_experiment({"kind": "vae", "data": {"image_size": 28}})
     assert (vae.image_size, vae.channels, vae.headline) == (28, 1, "classifier_score")
+
+
+def test_a_plain_autoencoder_is_not_scored_by_default() -> None:
+    cfg = load_experiment({"kind": "vae", "data": {"image_size": 28}, "model": {"variational": False}})
+    assert cfg.score.classifier == "auto" and not cfg.scored and cfg.headline == "val_loss"
