@@ -35,7 +35,6 @@ from raydl.config import (
     ConfigError,
     LogConfig,
     dump_yaml,
-    from_dict,
     param,
     section,
     to_dict,
@@ -53,6 +52,7 @@ from raydl.sl.trainer import (
     report_epoch,
     restore_epoch_checkpoint,
     run_torch_trainer,
+    worker_setup,
 )
 
 NATIVE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "folder": 64}
@@ -393,20 +393,13 @@ class _Judge:
 
 def gen_loop(config: dict[str, Any]) -> None:
     """The per-worker training function given to TorchTrainer."""
-    import ray.train
     import ray.train.torch
 
     from raydl.gen.scoring import save_grid
     from raydl.metrics import MetricsWriter
-    from raydl.seeding import seed_everything
 
-    cfg: GenerativeExperiment = from_dict(GenerativeExperiment, config["experiment"])
-    run_dir = Path(config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if cfg.train.threads_per_worker:
-        torch.set_num_threads(cfg.train.threads_per_worker)
-    seed_everything(cfg.seed)  # identical initial weights on every worker
+    cfg: GenerativeExperiment
+    cfg, run_dir, rank, world = worker_setup(GenerativeExperiment, config)
     splits = image_splits(cfg.data)
     task: GANTask | VAETask = GANTask(cfg) if cfg.kind == "gan" else VAETask(cfg)
     loader = DataLoader(splits.train, batch_size=cfg.train.batch_size, shuffle=True,

@@ -372,22 +372,29 @@ def report_epoch(
                          checkpoint_dir_name=f"epoch_{epoch:06d}" if save else None)
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """The per-worker training function given to TorchTrainer."""
+def worker_setup(cls: type, config: dict[str, Any]) -> tuple[Any, Path, int, int]:
+    """(experiment, run dir, rank, world size) at the start of a worker's loop: torch
+    threads set and every generator seeded alike, so every worker builds the same weights."""
     import ray.train
-    import ray.train.torch
-    from ray.train import Checkpoint
 
-    from raydl.metrics import MetricsWriter
     from raydl.seeding import seed_everything
 
-    cfg: SupervisedExperiment = from_dict(SupervisedExperiment, config["experiment"])
-    run_dir = Path(config["run_dir"])
+    cfg = from_dict(cls, config["experiment"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if cfg.train.threads_per_worker:
         torch.set_num_threads(cfg.train.threads_per_worker)
     seed_everything(cfg.seed)  # identical initial weights on every worker
+    return cfg, Path(config["run_dir"]), ctx.get_world_rank(), ctx.get_world_size()
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """The per-worker training function given to TorchTrainer."""
+    import ray.train.torch
+
+    from raydl.metrics import MetricsWriter
+
+    cfg: SupervisedExperiment
+    cfg, run_dir, rank, world = worker_setup(SupervisedExperiment, config)
     task: ClassifyTask | LanguageModelTask = (
         LanguageModelTask(cfg, rank, world) if cfg.kind == "language_model" else ClassifyTask(cfg, rank, world)
     )

@@ -1,7 +1,6 @@
 """Generative kinds on a real Ray Train: 2 CPU workers, one short epoch on data made here."""
 
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 from PIL import Image
 
 from raydl.config import ConfigError
+from tests.made_data import image_folder, write_idx
 from raydl.metrics import read_metrics
 from raydl.run import train
 
@@ -20,9 +20,6 @@ QUIET = ["log.tensorboard=false", "log.curve=false", "scaling.workers=2"]
 SMALL_GAN = ["model.g_width=16", "model.d_width=16", "train.batch_size=16", "train.instance_noise=0.1"]
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 def _made_mnist(root: Path) -> Path:
@@ -35,8 +32,8 @@ def _made_mnist(root: Path) -> Path:
         images = np.zeros((n, 28, 28), np.uint8)
         for i, label in enumerate(labels):
             images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return root
 
 
@@ -77,22 +74,10 @@ def test_dcgan_epoch_with_scores_then_resume_and_sample(tmp_path: Path) -> None:
         assert img.size == (8 * 30 + 2, 2 * 30 + 2)
 
 
-def _image_folder(root: Path, per_class: int = 24) -> Path:
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["horizontal", "vertical"]):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            img = rng.integers(0, 60, (32, 32, 3)).astype(np.uint8)
-            if label == 0:
-                img[12:20, :, :] = 255
-            else:
-                img[:, 12:20, :] = 255
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
 
 
 def test_denoising_vae_epoch_on_made_colour_images(tmp_path: Path) -> None:
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     run = train("vae_digits", QUIET + [
         "train.epochs=1", "data.source=folder", f"data.data_dir={folder}", "data.image_size=32",
         "score.classifier=null", "score.grid=8", "train.denoise_std=0.2", "train.batch_size=8",

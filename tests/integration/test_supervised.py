@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import struct
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from raydl.config import ConfigError
+from tests.made_data import image_folder, write_idx
 from raydl.metrics import read_metrics
 from raydl.run import train
 
@@ -99,10 +99,6 @@ def test_language_model_epoch_reports_bits_per_character(tmp_path: Path) -> None
     assert (run.checkpoint / "vocab.json").is_file()
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    dtype_code = 0x08  # unsigned byte
-    header = struct.pack(">HBB", 0, dtype_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 def test_mnist_from_local_files_and_a_wrong_path(tmp_path: Path) -> None:
@@ -115,8 +111,8 @@ def test_mnist_from_local_files_and_a_wrong_path(tmp_path: Path) -> None:
         for i, label in enumerate(labels):  # a bright bar whose row is the label
             images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
         # the uncompressed IDX files torchvision's MNIST reads from MNIST/raw
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     run = train("cnn_mnist", QUIET + ["train.epochs=2", f"data.data_dir={tmp_path / 'data'}"],
                 out=tmp_path / "runs", progress=False, echo=False)
     assert run.metrics["test_accuracy"] > 0.5  # trivially separable made-up digits
@@ -126,26 +122,12 @@ def test_mnist_from_local_files_and_a_wrong_path(tmp_path: Path) -> None:
               out=tmp_path / "runs2", progress=False, echo=False)
 
 
-def _image_folder(root: Path, per_class: int = 24) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["horizontal", "vertical"]):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            img = rng.integers(0, 60, (32, 32, 3)).astype(np.uint8)
-            if label == 0:
-                img[12:20, :, :] = 255
-            else:
-                img[:, 12:20, :] = 255
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
 
 
 def test_resnet_transfer_trains_only_the_head_while_frozen(tmp_path: Path) -> None:
     import torch
 
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     run = train(
         "resnet_transfer",
         QUIET + ["train.epochs=2", "model.pretrained=false", f"data.data_dir={folder}",
