@@ -5,7 +5,7 @@ experiment's seed) and differ only in the scheduler. Printed side by side: the b
 episode_return_mean any trial reached, and the env steps all trials spent together.
 Target: ASHA's best at least as good with <= 50% of FIFO's env steps.
 
-    python benchmarks/tune_asha_vs_fifo.py [--num-samples 8]
+    python benchmarks/tune_asha_vs_fifo.py [--num-samples 16]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def search(scheduler: str, num_samples: int, out: Path) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-samples", type=int, default=8)
+    parser.add_argument("--num-samples", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tune"))
     args = parser.parse_args()
     asha = search("asha", args.num_samples, args.out)
