@@ -1,4 +1,4 @@
-"""`raydl run | tune | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
+"""`raydl run | tune | submit | jobs | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
 
 from __future__ import annotations
 
@@ -36,6 +36,37 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", default="runs", help="parent directory of searches (tune.storage_path wins)")
     tune.add_argument("--resume", metavar="SEARCH_DIR", help="continue an interrupted search")
     tune.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
+
+    submit = sub.add_parser("submit", help="run (or --tune) an experiment as a job on a Ray cluster")
+    submit.add_argument("experiment", help="experiment file inside --working-dir, or a built-in name")
+    submit.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265 "
+                        "(default: $RAY_API_SERVER_ADDRESS, else an http $RAY_ADDRESS)")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field (repeatable), checked here before submitting")
+    submit.add_argument("--tune", action="store_true", help="run `raydl tune` instead of `raydl run`")
+    submit.add_argument("--num-samples", type=int, help="with --tune: trials to sample")
+    submit.add_argument("--working-dir", default=".",
+                        help="directory uploaded with the job, its working directory (default: .)")
+    submit.add_argument("--pip", action="append", default=[], metavar="PACKAGE",
+                        help="extra pip requirement installed for the job (repeatable)")
+    submit.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment variable for the job (repeatable)")
+    submit.add_argument("--out", default=None,
+                        help="parent directory of the outputs, on the cluster (default: ~/raydl_runs)")
+    submit.add_argument("--no-wait", action="store_true",
+                        help="print the job id and return instead of following the logs")
+
+    jobs = sub.add_parser("jobs", help="list the cluster's jobs, print a job's logs, stop a job")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    for name, text in (("list", "jobs on the cluster, oldest first"),
+                       ("logs", "a job's output so far (--follow: until it ends)"),
+                       ("stop", "stop a running job")):
+        cmd = jobs_sub.add_parser(name, help=text)
+        if name != "list":
+            cmd.add_argument("job_id", help="the id `raydl submit` printed")
+        if name == "logs":
+            cmd.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+        cmd.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265")
 
     sub.add_parser("list", help="list experiment files and registered kinds")
 
@@ -130,6 +161,25 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     tune_experiment(args.experiment, args.overrides, num_samples=args.num_samples, out=args.out,
                     resume=args.resume, address=args.address)
     return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from raydl.jobs import DEFAULT_CLUSTER_OUT, build_request, submit
+
+    request = build_request(args.experiment, args.overrides, tune=args.tune,
+                            num_samples=args.num_samples, working_dir=args.working_dir,
+                            pip=args.pip, env=args.env, out=args.out or DEFAULT_CLUSTER_OUT)
+    return submit(request, args.address, wait=not args.no_wait)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from raydl import jobs
+
+    if args.jobs_command == "list":
+        return jobs.list_jobs(args.address)
+    if args.jobs_command == "logs":
+        return jobs.job_logs(args.job_id, args.address, follow=args.follow)
+    return jobs.stop_job(args.job_id, args.address)
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
@@ -229,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
-                "sample": _cmd_sample, "tune": _cmd_tune}
+                "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit,
+                "jobs": _cmd_jobs}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError) as exc:

@@ -18,6 +18,16 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 AUTH_TOKEN_FILE = os.path.expanduser("~/.ray/auth_token")
 
 
+def use_token_auth_if_available() -> None:
+    """Turn on Ray's token mode when a token is at hand: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
+    or ~/.ray/auth_token, where `ray start` and `ray get-auth-token` put it. Ray clients
+    send no token otherwise, and token-auth clusters refuse them. Ray reads the mode once,
+    when it is first used, so this runs before any connection."""
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or os.path.isfile(AUTH_TOKEN_FILE)):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def resolve_address(address: str | None) -> str | None:
     """--address wins, then RAY_ADDRESS; None means an embedded local Ray."""
     return address or os.environ.get("RAY_ADDRESS") or None
@@ -30,9 +40,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     with `ray start --head` uses the token Ray wrote there (token auth is on by default).
     """
     address = resolve_address(address)
-    if address and os.path.isfile(AUTH_TOKEN_FILE):
-        # Read when Ray is imported, so it must be set first.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if address:
+        use_token_auth_if_available()
     import ray
 
     if ray.is_initialized():

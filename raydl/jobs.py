@@ -1,0 +1,272 @@
+"""`raydl submit` and `raydl jobs`: experiments as Ray jobs, through the cluster's Jobs API.
+
+A job's entrypoint is `python -m raydl run|tune EXPERIMENT --address auto`, run by the
+cluster on its head node, so runs and searches use the cluster's resources, not the
+submitter's. The experiment is checked here first (bad input never reaches the cluster),
+then it travels in the job's runtime_env: the working directory (the user's project,
+where the experiment file lies) is uploaded, and built-in experiment names are resolved
+by the raydl installed on the cluster (the cluster definitions in clusters/ install it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from raydl.config import ConfigError
+from raydl.runtime import AUTH_TOKEN_FILE, use_token_auth_if_available
+
+# A run's outputs must outlive the job: its working directory is a cache Ray may delete.
+DEFAULT_CLUSTER_OUT = "~/raydl_runs"
+# Never uploaded with the working directory: outputs, environments and caches are big and
+# belong to this machine (Ray also skips what .gitignore lists).
+UPLOAD_EXCLUDES = ["runs/", ".venv/", "venv/", ".git/", "__pycache__/", "*.pyc", ".pytest_cache/"]
+EXIT_BY_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class JobRequest:
+    """Everything `raydl submit` sends, resolved and checked before the cluster is asked."""
+
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    submission_id: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def jobs_address(address: str | None) -> str:
+    """The Jobs API (dashboard) URL: --address, then RAY_API_SERVER_ADDRESS, then an
+    http(s) RAY_ADDRESS, the order `ray job` uses."""
+    text = address or os.environ.get("RAY_API_SERVER_ADDRESS") or ""
+    if not text:
+        env = os.environ.get("RAY_ADDRESS", "")
+        text = env if env.startswith(("http://", "https://")) else ""
+    if not text:
+        raise ConfigError("no Jobs API address: pass --address http://HEAD:8265 "
+                          "(or set RAY_API_SERVER_ADDRESS)")
+    if text == "auto" or text.startswith(("ray://", "local")):
+        raise ConfigError(f"--address {text}: jobs go to the cluster's dashboard, "
+                          "e.g. http://127.0.0.1:8265")
+    if "://" not in text:
+        text = "http://" + text
+    return text.rstrip("/")
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _auth_error(what: str, exc: BaseException) -> ConfigError:
+    refused = "failed" in str(exc).lower() or "invalid" in str(exc).lower()
+    problem = "refused the authentication token" if refused else "requires an authentication token"
+    return ConfigError(
+        f"{what}: the cluster {problem}: copy the head's {AUTH_TOKEN_FILE} to this machine's "
+        f"{AUTH_TOKEN_FILE} (or set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file with it)")
+
+
+def connect(address: str | None) -> Any:
+    """A JobSubmissionClient, or a one-line ConfigError that says what to fix."""
+    url = jobs_address(address)
+    use_token_auth_if_available()
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(url)
+    except AuthenticationError as exc:
+        raise _auth_error(f"--address {url}", exc) from None
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"--address {url}: cannot reach the Ray Jobs API ({_reason(exc)}); is the head's "
+            "dashboard running? For a remote head: ssh -L 8265:localhost:8265 HEAD") from None
+
+
+def _call(what: str, fn: Callable[[], Any]) -> Any:
+    """Jobs API calls fail with RuntimeError carrying the HTTP answer; one line each."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        return fn()
+    except AuthenticationError as exc:
+        raise _auth_error(what, exc) from None
+    except (RuntimeError, ConnectionError, ValueError) as exc:
+        text = str(exc)
+        if "does not exist" in text or "404" in text:
+            raise ConfigError(f"{what}: no such job on this cluster "
+                              "(raydl jobs list shows them)") from None
+        raise ConfigError(f"{what}: {_reason(exc)}") from None
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not ENV_NAME.match(key):
+            raise ConfigError(f"--env {text!r}: expected NAME=VALUE with NAME made of "
+                              "letters, digits and _")
+        env[key] = value
+    return env
+
+
+def _experiment_argument(experiment: str, working_dir: Path) -> tuple[Path, str]:
+    """(local file, how the job names it): a file must lie inside the uploaded working
+    directory and is sent relative to it; a built-in name stays a name, for the raydl
+    installed on the cluster to resolve."""
+    from raydl import registry
+
+    path = registry.find_experiment(experiment)  # one-line error for unknown names
+    if not Path(experiment).is_file():
+        return path, path.stem
+    resolved = path.resolve()
+    if not resolved.is_relative_to(working_dir):
+        raise ConfigError(f"{experiment}: the experiment file must be inside the working "
+                          f"directory {working_dir}, which is uploaded with the job "
+                          "(pass --working-dir)")
+    return path, resolved.relative_to(working_dir).as_posix()
+
+
+def build_request(
+    experiment: str,
+    overrides: list[str],
+    *,
+    tune: bool = False,
+    num_samples: int | None = None,
+    working_dir: str | Path = ".",
+    pip: list[str] | None = None,
+    env: list[str] | None = None,
+    out: str = DEFAULT_CLUSTER_OUT,
+) -> JobRequest:
+    """Check the experiment as `raydl run|tune` would and build the job; nothing is sent."""
+    from raydl.config import load_experiment
+
+    workdir = Path(working_dir).expanduser().resolve()
+    if not workdir.is_dir():
+        raise ConfigError(f"--working-dir {working_dir}: no such directory")
+    local, name = _experiment_argument(experiment, workdir)
+    if tune:
+        from raydl.tune import load_tune_spec
+
+        load_tune_spec(local, overrides)
+        if num_samples is not None and num_samples < 1:
+            raise ConfigError(f"--num-samples: expected an integer >= 1, got {num_samples}")
+    else:
+        if num_samples is not None:
+            raise ConfigError("--num-samples: only with --tune")
+        load_experiment(local, overrides)
+    argv = ["python", "-m", "raydl", "tune" if tune else "run", name, "--address", "auto"]
+    for text in overrides:
+        argv += ["--set", text]
+    if num_samples is not None:
+        argv += ["--num-samples", str(num_samples)]
+    # `~` must reach the head's shell unquoted to expand there, to the head's home.
+    out_arg = out if out.startswith("~/") and " " not in out else shlex.quote(out)
+    entrypoint = " ".join(shlex.quote(a) for a in argv) + " --out " + out_arg
+    if not tune:
+        entrypoint += " --no-progress"
+    runtime_env: dict[str, Any] = {
+        "working_dir": str(workdir),
+        "excludes": list(UPLOAD_EXCLUDES),
+        # Unbuffered so `tail` shows each line when the run prints it.
+        "env_vars": {"PYTHONUNBUFFERED": "1", **_parse_env(env or [])},
+    }
+    if pip:
+        runtime_env["pip"] = list(pip)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = re.sub(r"[^A-Za-z0-9_-]", "-", Path(name).stem)
+    return JobRequest(
+        entrypoint=entrypoint,
+        runtime_env=runtime_env,
+        submission_id=f"raydl-{stem}-{stamp}-{secrets.token_hex(2)}",
+        metadata={"raydl_experiment": name, "raydl_command": "tune" if tune else "run"},
+    )
+
+
+def tail(client: Any, job_id: str, write: Callable[[str], Any] = sys.stdout.write) -> str:
+    """Print the job's output as it comes until the job ends; returns its final status."""
+
+    async def follow() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            write(chunk)
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(follow())
+    except RuntimeError:
+        pass  # the log socket closed early; the status poll below still finds the end
+    while True:
+        status = str(_call(f"job {job_id}", lambda: client.get_job_status(job_id)))
+        if status in EXIT_BY_STATUS:
+            return status
+        time.sleep(1.0)
+
+
+def submit(request: JobRequest, address: str | None, wait: bool = True) -> int:
+    """Submit, print the job id, then (by default) tail its logs; exit code by status."""
+    client = connect(address)
+    job_id = _call("submit", lambda: client.submit_job(
+        entrypoint=request.entrypoint, submission_id=request.submission_id,
+        runtime_env=request.runtime_env, metadata=request.metadata))
+    print(f"raydl submit: job {job_id} submitted to {jobs_address(address)}", flush=True)
+    print(f"  entrypoint: {request.entrypoint}", flush=True)
+    if not wait:
+        print(f"  follow: raydl jobs logs {job_id} --follow; stop: raydl jobs stop {job_id}")
+        return 0
+    try:
+        status = tail(client, job_id)
+    except KeyboardInterrupt:
+        print(f"\nraydl submit: stopped following; job {job_id} keeps running "
+              f"(raydl jobs logs {job_id} --follow, raydl jobs stop {job_id})", file=sys.stderr)
+        return 130
+    info = _call(f"job {job_id}", lambda: client.get_job_info(job_id))
+    # Ray's message for a failed job goes on with the log's tail, printed above already.
+    detail = f": {_reason(info.message)}" if status != "SUCCEEDED" and info.message else ""
+    print(f"raydl submit: job {job_id} {status}{detail}", flush=True)
+    return EXIT_BY_STATUS[status]
+
+
+def list_jobs(address: str | None) -> int:
+    client = connect(address)
+    jobs = _call("jobs list", client.list_jobs)
+    jobs = sorted(jobs, key=lambda j: j.start_time or 0)
+    print(f"{'JOB ID':<44}{'STATUS':<11}{'STARTED':<21}ENTRYPOINT")
+    for job in jobs:
+        started = (datetime.fromtimestamp(job.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
+                   if job.start_time else "-")
+        print(f"{(job.submission_id or job.job_id or '-'):<44}{str(job.status):<11}"
+              f"{started:<21}{job.entrypoint}")
+    return 0
+
+
+def job_logs(job_id: str, address: str | None, follow: bool = False) -> int:
+    client = connect(address)
+    if follow:
+        _call(f"job {job_id}", lambda: client.get_job_status(job_id))  # unknown id: one line
+        return EXIT_BY_STATUS[tail(client, job_id)]
+    sys.stdout.write(_call(f"job {job_id}", lambda: client.get_job_logs(job_id)))
+    return 0
+
+
+def stop_job(job_id: str, address: str | None, timeout_s: float = 60.0) -> int:
+    client = connect(address)
+    _call(f"job {job_id}", lambda: client.stop_job(job_id))
+    deadline = time.monotonic() + timeout_s
+    status = ""
+    while time.monotonic() < deadline:
+        status = str(_call(f"job {job_id}", lambda: client.get_job_status(job_id)))
+        if status in EXIT_BY_STATUS:
+            break
+        time.sleep(0.5)
+    print(f"raydl jobs: job {job_id} {status or 'stopping'}")
+    return 0
