@@ -130,19 +130,22 @@ def test_reinforce_run_then_eval_from_the_command_line(tmp_path: Path) -> None:
     assert proc.stdout.strip().splitlines()[-1].startswith("raydl eval: CartPole-v1, 2 episodes")
 
 
-def test_supervised_run_ensemble_eval_viz_and_generate(tmp_path: Path) -> None:
+def test_supervised_run_ensemble_eval_and_viz(tmp_path: Path) -> None:
     from PIL import Image
 
     out = tmp_path / "runs"
-    for seed in ("0", "1"):
-        proc = raydl("run", "cnn_digits", "--set", "train.epochs=2", "--set", f"seed={seed}",
-                     "--set", "log.tensorboard=false", "--no-progress", "--out", str(out), cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        last = proc.stdout.strip().splitlines()[-1]
-        assert last.startswith("raydl: classify cnn on digits stopped (epochs 2 reached) after 2 epochs on 2 workers")
-        assert "(RayTrainWorker" not in proc.stdout + proc.stderr  # Ray Train stays quiet
-    runs = sorted(p for p in out.iterdir() if p.is_dir())
-    proc = raydl("eval", *map(str, runs), cwd=tmp_path)
+    proc = raydl("run", "cnn_digits", "--set", "train.epochs=2", "--set", "log.tensorboard=false",
+                 "--no-progress", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("raydl: classify cnn on digits stopped (epochs 2 reached) after 2 epochs on 2 workers")
+    assert "(RayTrainWorker" not in proc.stdout + proc.stderr  # Ray Train stays quiet
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    # Two checkpoints of one run (the run keeps 3) are an ensemble as good as any for
+    # the command line: one fit less.
+    members = sorted((run / "checkpoints").glob("epoch_*"))
+    assert [m.name for m in members] == ["epoch_000001", "epoch_000002"]
+    proc = raydl("eval", *map(str, members), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "raydl eval: 270 test examples, ensemble of 2 accuracy" in proc.stdout
 
@@ -150,23 +153,11 @@ def test_supervised_run_ensemble_eval_viz_and_generate(tmp_path: Path) -> None:
     img = np.zeros((8, 8), np.uint8)
     img[1, 1:7], img[2:7, 5] = 255, 255
     Image.fromarray(img).save(digit)
-    proc = raydl("viz", str(runs[0]), "--image", str(digit), "--out", str(tmp_path / "viz"), cwd=tmp_path)
+    proc = raydl("viz", str(run), "--image", str(digit), "--out", str(tmp_path / "viz"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     pngs = sorted(p.name for p in (tmp_path / "viz").iterdir())
     assert pngs == ["activations_01_features_0.png", "activations_02_features_2.png", "filters_01.png"]
     assert all((tmp_path / "viz" / n).read_bytes()[:4] == b"\x89PNG" for n in pngs)
-
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("abcabcabd " * 300)
-    proc = raydl("run", "lstm_lm_pydoc", "--set", "train.epochs=1", "--set", f"data.text_file={corpus}",
-                 "--set", "model.hidden=16", "--set", "model.embedding=16", "--set", "data.seq_len=16",
-                 "--set", "train.batch_size=4", "--no-progress", "--out", str(tmp_path / "lm"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (lm_run,) = list((tmp_path / "lm").iterdir())
-    proc = raydl("eval", str(lm_run), "--generate", "40", "--prompt", "abc", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    text = proc.stdout.strip().splitlines()[-1]
-    assert text.startswith("abc") and len(text) == 43 and set(text) <= set("abcd ")
 
 
 def test_missing_dataset_is_one_line_with_exit_code_2(tmp_path: Path) -> None:

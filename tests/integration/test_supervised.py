@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raydl.cli import main
 from raydl.config import ConfigError
 from tests.made_data import image_folder, write_idx
 from raydl.metrics import read_metrics
@@ -83,7 +84,9 @@ def test_a_killed_worker_is_recovered_from_the_newest_checkpoint(tmp_path: Path)
     assert run.metrics["restores"] >= 1  # the group restarted from a checkpoint
 
 
-def test_language_model_epoch_reports_bits_per_character(tmp_path: Path) -> None:
+def test_language_model_epoch_reports_bits_per_character(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = tmp_path / "corpus.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
     run = train(
@@ -97,6 +100,11 @@ def test_language_model_epoch_reports_bits_per_character(tmp_path: Path) -> None
     # so repetitive that two epochs get far below that
     assert m["val_bpc"] < 3.0 and m["val_perplexity"] == pytest.approx(2 ** m["val_bpc"], rel=1e-6)
     assert (run.checkpoint / "vocab.json").is_file()
+
+    # `raydl eval --generate` on the run directory (the CLI's own entry, in this process)
+    assert main(["eval", str(run.run_dir), "--generate", "40", "--prompt", "the"]) == 0
+    text = capsys.readouterr().out.strip().splitlines()[-1]
+    assert text.startswith("the") and len(text) == 43 and set(text) <= set("the quickbrownfxjmpsvlazydg.")
 
 
 
