@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from raydl.config import ConfigError
+from raydl.config import ConfigError, TrainingError
 
 EXIT_USAGE = 2  # bad input: config errors, unknown names, unusable paths
 EXIT_FAILED = 1  # training itself failed (after any retries)
@@ -286,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"raydl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except RuntimeError as exc:
-        if type(exc).__name__ != "TrainingError":
-            raise
+    except TrainingError as exc:
         print(f"raydl: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -28,6 +28,11 @@ T = TypeVar("T")
 _NUMBER_RE = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
+class TrainingError(RuntimeError):
+    """Training itself failed (a worker's error, repeated env failures, a non-finite loss):
+    one line for the user, exit code 1."""
+
+
 class ConfigError(ValueError):
     """A bad experiment file or override; the message is one line meant for the user."""
 

@@ -37,6 +37,7 @@ from raydl.config import (
     CheckpointConfig,
     ConfigError,
     LogConfig,
+    TrainingError,
     dump_yaml,
     from_dict,
     param,
@@ -525,10 +526,6 @@ class _Tail(threading.Thread):
                     self.on_row(json.loads(line))
                 except ValueError:
                     pass
-
-
-class TrainingError(RuntimeError):
-    """Training failed inside the workers; the message is the first worker's error."""
 
 
 def _one_line(exc: Exception) -> Exception:
