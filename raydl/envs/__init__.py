@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
@@ -13,9 +14,23 @@ from raydl.envs.atari import is_atari, make_atari, register_ale
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise a one-line ConfigError if gymnasium does not know `env_id`."""
+    """Raise a one-line ConfigError if gymnasium does not know `env_id`.
+
+    `module:EnvId` (gymnasium's own syntax) first imports `module`, which registers the
+    user's environment; Ray actors import it too, from the driver's working directory.
+    Importing runs the module's code: experiment files are trusted like scripts."""
     if is_atari(env_id):
         register_ale()
+    module, sep, name = env_id.partition(":")
+    if sep:
+        if not module or not name:
+            raise ConfigError(f"env: {env_id!r}: expected MODULE:ENV_ID, e.g. my_envs:Maze-v0")
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any failure of the user's module is one line here
+            raise ConfigError(f"env: cannot import module {module!r} for {env_id!r}: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        env_id = name
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=1)
