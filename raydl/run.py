@@ -119,10 +119,14 @@ def train(
         init_ray(address)
         show = cfg.log.progress if progress is None else progress
         return _fit(cfg, algo_cls, run_dir, restore_from is not None, show, echo)
-    if cfg.runners.num > 0 or resolve_address(address):
-        init_ray(address)
-
-    algo = algo_cls(cfg)
+    try:
+        if cfg.runners.num > 0 or resolve_address(address):
+            init_ray(address)
+        algo = algo_cls(cfg)
+    except ConfigError:
+        if resume_dir is None:  # refused before any work: leave no half-made run directory
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if hasattr(algo, "runner_infos"):
         (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
     writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)

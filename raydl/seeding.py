@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,3 +31,23 @@ def env_seeds(base: int, runner_index: int, num_envs: int, generation: int = 0) 
     does not replay the episodes it already saw."""
     start = runner_seed(base, runner_index) + generation * 1_000_003
     return [start + i for i in range(num_envs)]
+
+
+# A replaced runner (its actor died) folds its restart count into the generation it seeds
+# its envs with, so it never replays the episodes its predecessors saw; resumes stay below
+# the stride, so (generation, restarts) pairs never collide.
+RESTART_STRIDE = 1_000
+
+
+def restart_generation(generation: int, restarts: int) -> int:
+    """The env-seed generation of a runner replaced `restarts` times (0: `generation`)."""
+    return generation + RESTART_STRIDE * restarts
+
+
+def restart_rng_state(
+    base: int, runner_index: int, generation: int, restarts: int
+) -> dict[str, Any]:
+    """A fresh RNG state for a replaced runner: a stream distinct from its predecessors'
+    (they start from `runner_seed`), so it does not repeat their actions either."""
+    rng = np.random.default_rng([runner_seed(base, runner_index), generation, restarts])
+    return rng.bit_generator.state

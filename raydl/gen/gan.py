@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
+from raydl.nn import guarded_step
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (or the module itself)."""
@@ -47,27 +49,27 @@ def discriminator_step(
     d: nn.Module, g: nn.Module, real: torch.Tensor, z: torch.Tensor,
     optimizer: torch.optim.Optimizer, loss_cfg: GANLossConfig,
 ) -> dict[str, float]:
-    """One D update on a real batch and G(z); returns its loss and mean D outputs."""
+    """One D update on a real batch and G(z); returns its loss and mean D outputs, and
+    `nonfinite` 1.0 (the update not applied) when D's gradient is NaN/inf."""
     with torch.no_grad():
         fake = unwrap(g)(z)
     real_logits, fake_logits = d(_view(real, loss_cfg)), d(_view(fake, loss_cfg))
     real_target = torch.full_like(real_logits, 1.0 - loss_cfg.label_smoothing)
     loss = bce(real_logits, real_target) + bce(fake_logits, torch.zeros_like(fake_logits))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return {
-        "d_loss": float(loss.detach()),
-        "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
-        "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()),
-    }
+    d_real = torch.sigmoid(real_logits.detach()).mean()
+    d_fake = torch.sigmoid(fake_logits.detach()).mean()
+    (d_loss, _, d_real_v, d_fake_v), stepped = guarded_step(
+        optimizer, list(d.parameters()), loss, extra=(d_real, d_fake)
+    )
+    return {"d_loss": d_loss, "d_real": d_real_v, "d_fake": d_fake_v, "nonfinite": float(not stepped)}
 
 
 def generator_step(
     g: nn.Module, d: nn.Module, z: torch.Tensor, optimizer: torch.optim.Optimizer,
     loss_cfg: GANLossConfig,
 ) -> dict[str, float]:
-    """One G update through a frozen, unwrapped D."""
+    """One G update through a frozen, unwrapped D; `nonfinite` 1.0 when G's gradient is
+    NaN/inf (the update is then not applied)."""
     critic = unwrap(d)
     for p in critic.parameters():
         p.requires_grad_(False)
@@ -77,10 +79,8 @@ def generator_step(
             loss = bce(logits, torch.ones_like(logits))
         else:  # minimize log(1 - D(G(z))) = -BCE(logits, 0)
             loss = -bce(logits, torch.zeros_like(logits))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        (g_loss, _), stepped = guarded_step(optimizer, list(g.parameters()), loss)
     finally:
         for p in critic.parameters():
             p.requires_grad_(True)
-    return {"g_loss": float(loss.detach())}
+    return {"g_loss": g_loss, "nonfinite": float(not stepped)}

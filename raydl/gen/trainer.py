@@ -41,6 +41,7 @@ from raydl.config import (
 )
 from raydl.gen.gan import GANLossConfig, discriminator_step, generator_step, unwrap
 from raydl.gen.models import SIZES, ConvVAE, Discriminator, Generator, vae_loss
+from raydl.nn import Nonfinite, guarded_step, nonfinite_error
 from raydl.sl.data import DataConfig, check_data, image_splits, shard
 from raydl.sl.trainer import (
     MODEL_FILE,
@@ -102,6 +103,9 @@ class GenTrainConfig:
     denoise_std: float = param(0.0, "vae: Gaussian noise on the inputs, clean targets (denoising AE)", ge=0)
     amp: bool = param(False, "bfloat16 autocast (GPU workers only)")
     threads_per_worker: int = param(1, "torch threads per worker (0: torch's default)", ge=0)
+    nonfinite: Nonfinite = param(
+        "stop", "a NaN/inf gradient: stop the run with an error, or skip that batch's updates "
+        "(counted in nonfinite_skipped)")
 
 
 GAN_ONLY = ("d_lr", "n_critic", "label_smoothing", "g_loss", "instance_noise")
@@ -228,12 +232,15 @@ class GANTask:
         n, latent = len(real), self.cfg.model.latent
         stats = discriminator_step(self.d, self.g, real, torch.randn(n, latent, device=real.device),
                                    self.opt_d, self.loss_cfg)
-        stats["d_steps"] = 1.0
         self.batches_seen += 1
+        if stats["nonfinite"]:
+            return stats  # no G step against a D whose update was dropped
+        stats["d_steps"] = 1.0
         if self.batches_seen % self.cfg.train.n_critic == 0:
             stats.update(generator_step(self.g, self.d, torch.randn(n, latent, device=real.device),
                                         self.opt_g, self.loss_cfg))
-            stats["g_steps"] = 1.0
+            if not stats["nonfinite"]:
+                stats["g_steps"] = 1.0
         return stats
 
     def epoch_metrics(self, sums: dict[str, float], world: int) -> dict[str, float]:
@@ -292,12 +299,11 @@ class VAETask:
     def train_batch(self, x: torch.Tensor) -> dict[str, float]:
         logits, mu, logvar = self.model(self._corrupt(x))
         loss, recon, kl = vae_loss(logits, x, mu, logvar, self.cfg.train.beta)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        (loss_v, _, recon_v, kl_v), stepped = guarded_step(
+            self.opt, list(self.model.parameters()), loss, extra=(recon.detach(), kl.detach()))
         n = float(len(x))  # sums of per-image losses, so epochs average over images
-        return {"loss": float(loss.detach()) * n, "recon": float(recon.detach()) * n,
-                "kl": float(kl.detach()) * n, "n": n}
+        return {"loss": loss_v * n, "recon": recon_v * n, "kl": kl_v * n, "n": n,
+                "nonfinite": float(not stepped)}
 
     def epoch_metrics(self, sums: dict[str, float], world: int) -> dict[str, float]:
         n = max(sums.get("n", 0), 1)
@@ -407,12 +413,13 @@ def gen_loop(config: dict[str, Any]) -> None:
                         drop_last=len(splits.train) // world > cfg.train.batch_size)
     loader = ray.train.torch.prepare_data_loader(loader)
     device = ray.train.torch.get_device()
-    epoch, restores = 0, 0
+    epoch, restores, skipped = 0, 0, 0
     restored = restore_epoch_checkpoint(device)
     if restored is not None:
         saved, state = restored
         task.load(saved)
         epoch, restores = state["epoch"], state["restores"]
+        skipped = state.get("nonfinite_skipped", 0)  # absent in older checkpoints
     # Noise differs per worker (each generates for its own shard) and per epoch after a
     # restore, so a resumed run does not replay the noise of its first pass.
     torch.manual_seed(cfg.seed + 1000 * rank + 7919 * epoch)
@@ -435,9 +442,17 @@ def gen_loop(config: dict[str, Any]) -> None:
                 sampler.set_epoch(epoch)
             sums: dict[str, float] = {"images": 0.0}
             start = time.perf_counter()
-            for x, _ in loader:
+            for index, (x, _) in enumerate(loader):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     stats = task.train_batch(x.to(device))
+                if stats.pop("nonfinite"):  # the step already left the weights alone
+                    if cfg.train.nonfinite == "stop":
+                        losses = {k: v for k, v in stats.items() if k.endswith("loss")}
+                        raise nonfinite_error(cfg.kind, f"epoch {epoch}, batch {index + 1}",
+                                              losses, "train.nonfinite")
+                    skipped += 1
+                    # NaN losses would poison the epoch's means; an applied D step still counts.
+                    stats = {k: v for k, v in stats.items() if k.endswith("_steps")}
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 sums["images"] += len(x)
@@ -449,6 +464,7 @@ def gen_loop(config: dict[str, Any]) -> None:
                 "images_per_s": totals["images"] / train_time if train_time > 0 else None,
                 "epoch_time_s": train_time, "workers": world, "restores": restores,
                 "replica_divergence": replica_divergence(task.modules(), device),
+                "nonfinite_skipped": skipped,  # cumulative: batches whose updates were skipped
             }
             last = epoch == cfg.train.epochs
             if rank == 0:
@@ -470,7 +486,8 @@ def gen_loop(config: dict[str, Any]) -> None:
                 (directory / DATA_FILE).write_text(json.dumps(
                     {"channels": cfg.channels, "image_size": cfg.image_size, "latent": cfg.model.latent}))
                 (directory / STATE_FILE).write_text(json.dumps(
-                    {"epoch": epoch, "restores": restores, "metrics": metrics}))
+                    {"epoch": epoch, "restores": restores, "nonfinite_skipped": skipped,
+                     "metrics": metrics}))
 
             report_epoch(metrics, epoch, save=save, rank=rank, writer=writer, write=write)
             if writer is not None and (save or last):

@@ -40,10 +40,10 @@ from raydl.config import (
     section,
 )
 from raydl.envs import check_env_id, make_env
-from raydl.nn import Activation, Optimizer, make_optimizer
+from raydl.nn import Activation, Nonfinite, Optimizer, make_optimizer, nonfinite_error
 from raydl.rl.ac_worker import ACWorker, assign_gradients, flat_weights
 from raydl.rl.networks import ActorCritic
-from raydl.rl.runner import Runners
+from raydl.rl.runner import Runners, report_env_errors, surface_errors
 from raydl.seeding import seed_everything
 
 EPISODE_WINDOW = 100
@@ -71,7 +71,7 @@ class ActorCriticConfig:
     optimizer: Optimizer = param("rmsprop", "optimizer")
     adam_eps: float = param(1e-5, "epsilon of RMSprop / Adam", gt=0)
     momentum: float = param(0.0, "momentum (sgd, rmsprop)", ge=0, lt=1)
-    hidden: list[int] = param(default_factory=lambda: [64, 64], help="trunk hidden sizes")
+    hidden: list[int] = param(default_factory=lambda: [64, 64], help="trunk hidden sizes", ge=1)
     activation: Activation = param("tanh", "trunk activation")
     shared_trunk: bool = param(
         True, "policy and value share the hidden layers (false: separate MLPs, as SB3)"
@@ -84,6 +84,10 @@ class ActorCriticConfig:
     learner_threads: int = param(1, "torch threads of the learner (0: torch's default)", ge=0)
     device: Literal["auto", "cpu", "cuda"] = param(
         "auto", "learner device (auto: cuda when present); workers compute on CPU"
+    )
+    nonfinite: Nonfinite = param(
+        "stop", "a NaN/inf gradient: stop the run with an error, or skip that update "
+        "(counted in nonfinite_skipped)"
     )
 
 
@@ -174,6 +178,8 @@ class ActorCriticAlgorithm:
         self.episodes = 0
         self.updates = 0
         self.iteration = 0
+        self.env_errors = 0  # env failures the workers recovered from
+        self.nonfinite_skipped = 0  # updates skipped for a NaN/inf gradient (nonfinite: skip)
         self.returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
         self.generation = generation
@@ -197,28 +203,41 @@ class ActorCriticAlgorithm:
 
     # ------------------------------------------------------------------ learning
     def _apply(self, results: list[dict[str, Any]], stats: dict[str, list[float]]) -> None:
-        """One optimizer step on the (sample-weighted mean) gradient of `results`."""
+        """One optimizer step on the (sample-weighted mean) gradient of `results`; none
+        when that gradient is not finite (`nonfinite: skip`; the rollouts still count)."""
         total = sum(r["samples"] for r in results)
         if len(results) == 1:
             grads = results[0]["grads"]
         else:
             grads = sum(r["grads"] * (r["samples"] / total) for r in results)
-        assign_gradients(self.params, grads)
-        if self.cfg.algo.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(
-                self.params, self.cfg.algo.grad_clip, foreach=True
-            )
-            stats["grad_norm"].append(float(norm))
-        self.optimizer.step()
-        self.updates += 1
+        # The gradient arrives as a NumPy vector: checking it costs no device sync.
+        finite = bool(np.isfinite(grads).all())
+        if not finite and self.cfg.algo.nonfinite == "stop":
+            losses = {k: float(np.mean([r["stats"][k] for r in results]))
+                      for k in ("pg_loss", "value_loss")}
+            raise nonfinite_error(self.cfg.kind, f"iteration {self.iteration + 1}, learner "
+                                  f"update {self.updates + 1}", losses, "algo.nonfinite")
+        if finite:
+            assign_gradients(self.params, grads)
+            if self.cfg.algo.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(
+                    self.params, self.cfg.algo.grad_clip, foreach=True
+                )
+                stats["grad_norm"].append(float(norm))
+            self.optimizer.step()
+            self.updates += 1
+        else:
+            self.nonfinite_skipped += 1
         for r in results:
+            self.env_errors += report_env_errors(r["env_errors"])
             self.env_steps += r["env_steps"]
             for ret, length in r["episodes"]:
                 self.returns.append(ret)
                 self.lengths.append(length)
                 self.episodes += 1
             for key, value in r["stats"].items():
-                stats[key].append(value)
+                if finite:  # a skipped update's NaN losses would poison the means
+                    stats[key].append(value)
             stats[f"worker{max(r['runner'], 0)}_env_steps"].append(r["env_steps"])
 
     def _weights_ref(self) -> Any:
@@ -247,7 +266,7 @@ class ActorCriticAlgorithm:
                 stats["staleness"].append(0)
             elif self.cfg.algo.asynchronous:
                 assert self.pool is not None
-                result = self.pool.next_result()
+                result = surface_errors(self.pool.next_result)
                 stats["staleness"].append(self.updates - result["weights_version"])
                 self._apply([result], stats)
                 # Fresh weights to this worker only; the others finish what they started.
@@ -258,7 +277,7 @@ class ActorCriticAlgorithm:
                 )
             else:
                 assert self.pool is not None
-                results = self.pool.all_results()
+                results = surface_errors(self.pool.all_results)
                 stats["staleness"] += [self.updates - r["weights_version"] for r in results]
                 self._apply(results, stats)
                 for index in range(len(results)):
@@ -272,7 +291,11 @@ class ActorCriticAlgorithm:
             "episode_return_mean": float(np.mean(self.returns)) if self.returns else None,
             "episode_len_mean": float(np.mean(self.lengths)) if self.lengths else None,
             "learner_updates": self.updates,
+            "env_errors": self.env_errors,  # cumulative, like episodes
+            "nonfinite_skipped": self.nonfinite_skipped,  # cumulative
             "env_steps_per_s": (self.env_steps - start_steps) / elapsed if elapsed > 0 else None,
+            # cumulative over the run (resumes included): worker actors that died and were replaced
+            "runner_restarts": self.pool.total_restarts if self.pool is not None else 0,
         }
         for key in ("pg_loss", "value_loss", "entropy", "grad_norm"):
             metrics[key] = float(np.mean(stats[key])) if stats[key] else None
@@ -299,6 +322,8 @@ class ActorCriticAlgorithm:
                 "episodes": self.episodes, "updates": self.updates,
                 "returns": list(self.returns), "lengths": list(self.lengths),
                 "generation": self.generation, "workers": workers,
+                "env_errors": self.env_errors, "nonfinite_skipped": self.nonfinite_skipped,
+                "runner_restarts": self.pool.restart_state() if self.pool is not None else None,
             },
             directory / ckpt.COMPLETE_MARKER,
         )
@@ -318,9 +343,13 @@ class ActorCriticAlgorithm:
             ) from None
         for key in ("iteration", "env_steps", "episodes", "updates"):
             setattr(self, key, state[key])
+        self.env_errors = state.get("env_errors", 0)  # absent in older checkpoints
+        self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
         self.returns = deque(state["returns"], maxlen=EPISODE_WINDOW)
         self.lengths = deque(state["lengths"], maxlen=EPISODE_WINDOW)
         self.generation = state["generation"] + 1
+        if self.pool is not None:  # before the reset: replaced workers keep their own seeds
+            self.pool.load_restart_state(state.get("runner_restarts"))
         self.runners.restore(self.generation, state["workers"], flat_weights(self.params), self.updates)
 
     def runner_infos(self) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from raydl.config import AtariConfig
 from raydl.rl.losses import actor_critic_loss, discounted_returns, gae, nstep_returns
 from raydl.rl.networks import ActorCritic
 from raydl.rl.runner import EpisodeTracker, RunnerBase, training_signals
-from raydl.seeding import env_seeds, runner_seed
+from raydl.seeding import runner_seed
 
 Returns = Literal["nstep", "gae", "episode"]
 
@@ -76,8 +76,9 @@ class ACWorker(RunnerBase):
         generation: int = 0,
         torch_threads: int | None = 1,
         atari: AtariConfig | None = None,
+        max_env_errors: int = 5,
     ) -> None:
-        self._setup_envs(env_id, num_envs, atari, runner_index, torch_threads)
+        self._setup_envs(env_id, num_envs, atari, runner_index, torch_threads, max_env_errors)
         self.policy = policy_fn()
         self.params = list(self.policy.parameters())
         self.images = len(self.envs.single_observation_space.shape or ()) == 3
@@ -87,13 +88,12 @@ class ACWorker(RunnerBase):
         self.rng = np.random.default_rng(runner_seed(seed, runner_index))
         self.seed = seed
         self.weights_version = -1
+        self.tracker = EpisodeTracker(num_envs)
         self.reset(generation)
 
-    def reset(self, generation: int) -> None:
-        """Fresh episodes with the env seeds of `generation` (+1 per resume)."""
-        self.obs, _ = self.envs.reset(
-            seed=env_seeds(self.seed, self.runner_index, self.num_envs, generation)
-        )
+    def _start_episodes(self, seeds: list[int] | None) -> None:
+        """Reset every env (recreating it if it fails there); open episodes are forgotten."""
+        self.obs = self._reset_envs(seeds)
         self.tracker = EpisodeTracker(self.num_envs)
 
     # -- policy -------------------------------------------------------------------------
@@ -122,19 +122,34 @@ class ACWorker(RunnerBase):
     # -- rollouts -----------------------------------------------------------------------
     def _rollout(self, num_steps: int) -> dict[str, Any]:
         """`num_steps` steps of every env (n-step / GAE), or, for whole-episode returns,
-        steps from fresh resets until every env has finished one episode."""
+        steps from fresh resets until every env has finished one episode. When the env
+        raises, the fragment collected so far is dropped with its episodes (the envs were
+        recreated, so its last states have no successor) and the rollout begins again."""
+        if self.obs is None:  # new episodes since reset(generation)
+            self._start_episodes(self.pending_seeds)
+        while True:
+            rollout = self._try_rollout(num_steps)
+            if rollout is not None:
+                return rollout
+            self._start_episodes(self._fresh_seeds())
+
+    def _try_rollout(self, num_steps: int) -> dict[str, Any] | None:
+        """One rollout (see `_rollout`), or None when the env raised during it."""
         episode_mode = self.returns == "episode"
         if episode_mode:
-            self.obs, _ = self.envs.reset()
-            self.tracker = EpisodeTracker(self.num_envs)
+            self._start_episodes(None)
             finished = np.zeros(self.num_envs, bool)
         obs_l, act_l, rew_l, term_l, end_l, valid_l = [], [], [], [], [], []
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         episodes: list[tuple[float, int]] = []
         t = 0
         while (not episode_mode and t < num_steps) or (episode_mode and not finished.all()):
+            assert self.obs is not None
             actions = self.act(self.obs)
-            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            stepped = self._step_envs(actions)
+            if stepped is None:
+                return None
+            next_obs, rewards, terminated, truncated, info = stepped
             ended = terminated | truncated
             learn_rewards, learn_terminal = training_signals(
                 rewards, terminated, info, self.clip_rewards, self.life_loss_terminal
@@ -230,5 +245,6 @@ class ACWorker(RunnerBase):
             "runner": self.runner_index,
             "weights_version": self.weights_version,
             "sample_time_s": time.perf_counter() - start,
+            "env_errors": self._take_env_errors(),
         }
 

@@ -40,12 +40,20 @@ from raydl.config import (
     section,
 )
 from raydl.envs import check_env_id, make_env
-from raydl.nn import Activation, Loss, Optimizer, make_optimizer
+from raydl.nn import (
+    Activation,
+    Loss,
+    Nonfinite,
+    Optimizer,
+    finite_values,
+    make_optimizer,
+    nonfinite_error,
+)
 from raydl.rl.buffer import PrioritizedReplayBuffer, ReplayBuffer
 from raydl.rl.frame_buffer import FrameReplayBuffer
 from raydl.rl.losses import q_loss, td_target
 from raydl.rl.networks import QNetwork
-from raydl.rl.runner import EnvRunner, Runners
+from raydl.rl.runner import EnvRunner, Runners, report_env_errors, surface_errors
 from raydl.rl.schedules import LinearSchedule, apex_epsilons
 from raydl.seeding import seed_everything
 
@@ -61,7 +69,7 @@ class DQNConfig:
     momentum: float = param(0.0, "momentum (sgd, rmsprop)", ge=0, lt=1)
     adam_eps: float = param(1e-8, "epsilon of Adam / RMSprop", gt=0)
     gamma: float = param(0.99, "discount factor", ge=0, le=1)
-    hidden: list[int] = param(default_factory=lambda: [128, 128], help="MLP hidden sizes")
+    hidden: list[int] = param(default_factory=lambda: [128, 128], help="MLP hidden sizes", ge=1)
     activation: Activation = param("relu", "hidden-layer activation")
     double_q: bool = param(True, "Double DQN target: online net picks, target net evaluates")
     dueling: bool = param(False, "dueling value/advantage head")
@@ -91,6 +99,10 @@ class DQNConfig:
         "auto", "learner device (auto: cuda when present); runners always act on CPU"
     )
     amp: bool = param(False, "bfloat16 autocast in the learner (CUDA learners only)")
+    nonfinite: Nonfinite = param(
+        "stop", "a NaN/inf loss or gradient: stop the run with an error, or skip that "
+        "update (counted in nonfinite_skipped)"
+    )
 
 
 @dataclass
@@ -207,6 +219,8 @@ class DQN:
         self.iteration = 0
         self.updates_owed = 0.0
         self.last_target_update = 0
+        self.env_errors = 0  # env failures the runners recovered from
+        self.nonfinite_skipped = 0  # updates skipped for a NaN/inf loss (nonfinite: skip)
         self.returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
         self.generation = generation  # +1 per resume: new env seeds
@@ -240,6 +254,7 @@ class DQN:
             self.buffer.add(result["transitions"])
         before = self.env_steps
         self.env_steps += result["env_steps"]
+        self.env_errors += report_env_errors(result["env_errors"])
         for ret, length in result["episodes"]:
             self.returns.append(ret)
             self.lengths.append(length)
@@ -263,7 +278,9 @@ class DQN:
         horizon = max(self.cfg.stop.env_steps, 1)
         return min(1.0, algo.per_beta + (1.0 - algo.per_beta) * self.env_steps / horizon)
 
-    def _update(self) -> tuple[float, float]:
+    def _update(self) -> tuple[float, float] | None:
+        """One gradient step on a replay minibatch: (loss, mean Q), or None when the loss
+        or gradient was not finite and `nonfinite: skip` dropped the step."""
         algo = self.cfg.algo
         if isinstance(self.buffer, FrameReplayBuffer):
             b = self.buffer.sample(algo.batch_size, algo.n_step, algo.gamma)
@@ -297,13 +314,29 @@ class DQN:
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        checked = [loss, q_values.detach().mean()]
         if algo.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.q.parameters(), algo.grad_clip, foreach=True)
+            # The norm is checked too: backward can overflow where the loss did not.
+            checked.append(
+                torch.nn.utils.clip_grad_norm_(self.q.parameters(), algo.grad_clip, foreach=True)
+            )
+        # The one device sync of an update, before the step: a NaN must not reach the
+        # weights (nor the priorities of prioritized replay).
+        values, finite = finite_values(*checked)
+        if not finite:
+            if algo.nonfinite == "stop":
+                names = ["loss", "q_mean", "grad_norm"][: len(values)]
+                raise nonfinite_error(
+                    "dqn", f"iteration {self.iteration + 1}, learner update {self.updates + 1}",
+                    dict(zip(names, values)), "algo.nonfinite",
+                )
+            self.nonfinite_skipped += 1
+            return None
         self.optimizer.step()
         if isinstance(self.buffer, ReplayBuffer):
             self.buffer.update_priorities(b["indices"], td_errors.cpu().numpy())
         self.updates += 1
-        return float(loss.detach()), float(q_values.detach().mean())
+        return values[0], values[1]
 
     def _sync_target(self) -> None:
         tau = self.cfg.algo.tau
@@ -316,9 +349,10 @@ class DQN:
 
     def _learn(self, losses: list[float], qs: list[float]) -> None:
         while self.updates_owed >= 1.0 and len(self.buffer) >= self.cfg.algo.batch_size:
-            loss, q_mean = self._update()
-            losses.append(loss)
-            qs.append(q_mean)
+            done = self._update()
+            if done is not None:
+                losses.append(done[0])
+                qs.append(done[1])
             self.updates_owed -= 1.0
         if self.env_steps - self.last_target_update >= self.cfg.algo.target_update:
             self._sync_target()
@@ -347,7 +381,7 @@ class DQN:
                 result = self.local.sample(min(self.cfg.runners.rollout_length, left), eps)
             else:
                 assert self.pool is not None
-                result = self.pool.next_result()
+                result = surface_errors(self.pool.next_result)
                 staleness.append(self.updates - result["weights_version"])
             self._ingest(result)
             if self.pool is not None:
@@ -377,6 +411,10 @@ class DQN:
                 np.mean([self._epsilon_for(i) for i in range(len(self.runner_epsilons))])
             ),
             "buffer_size": len(self.buffer),
+            "env_errors": self.env_errors,  # cumulative, like episodes
+            "nonfinite_skipped": self.nonfinite_skipped,  # cumulative
+            # cumulative over the run (resumes included): runner actors that died and were replaced
+            "runner_restarts": self.pool.total_restarts if self.pool is not None else 0,
             "env_steps_per_s": steps / elapsed if elapsed > 0 else None,
         }
         if staleness:
@@ -407,6 +445,8 @@ class DQN:
                 "updates": self.updates,
                 "updates_owed": self.updates_owed,
                 "last_target_update": self.last_target_update,
+                "env_errors": self.env_errors,
+                "nonfinite_skipped": self.nonfinite_skipped,
                 "returns": list(self.returns),
                 "lengths": list(self.lengths),
                 "generation": self.generation,
@@ -414,6 +454,7 @@ class DQN:
                 "buffer_rng": self.buffer.rng.bit_generator.state,
                 "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
                 "runners": runner_states,
+                "runner_restarts": self.pool.restart_state() if self.pool is not None else None,
             },
             directory / ckpt.COMPLETE_MARKER,
         )
@@ -441,6 +482,8 @@ class DQN:
         self.updates = state["updates"]
         self.updates_owed = state["updates_owed"]
         self.last_target_update = state["last_target_update"]
+        self.env_errors = state.get("env_errors", 0)  # absent in older checkpoints
+        self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
         self.returns = deque(state["returns"], maxlen=EPISODE_WINDOW)
         self.lengths = deque(state["lengths"], maxlen=EPISODE_WINDOW)
         name, keys, pos, has_gauss, gauss = state["numpy_rng"]
@@ -450,6 +493,8 @@ class DQN:
         random.setstate((version, tuple(internal), gauss))
         # New episodes with new env seeds: a resumed run must not replay old episodes.
         self.generation = state["generation"] + 1
+        if self.pool is not None:  # before the reset: replaced runners keep their own seeds
+            self.pool.load_restart_state(state.get("runner_restarts"))
         self.runners.restore(self.generation, state["runners"], self.q.state_dict(), self.updates)
 
     def runner_infos(self) -> list[dict[str, Any]]:

@@ -7,16 +7,17 @@ the same in both cases and testable without Ray.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from raydl.config import AtariConfig, RunnersConfig
+from raydl.config import AtariConfig, RunnersConfig, TrainingError
 from raydl.envs import make_vector_env
 from raydl.envs.atari import is_atari
 from raydl.rl.buffer import Batch, NStepAccumulator
@@ -24,6 +25,38 @@ from raydl.seeding import env_seeds, runner_seed
 
 # Per-step arrays of a frame-mode sample, each shaped (steps, num_envs, ...).
 FRAME_FIELDS = ("action", "reward", "next_frame", "terminated", "ended")
+
+log = logging.getLogger("raydl")
+T = TypeVar("T")
+
+
+def first_line(exc: BaseException) -> str:
+    """`ExcType: first line of its message` (just the type when the message is empty)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def surface_errors(call: Callable[[], T]) -> T:
+    """`call()` (a pool method that gets runner results), with a TrainingError raised in
+    a runner actor re-raised as itself: Ray wraps it in a RayTaskError whose text is the
+    whole remote traceback, and the user should see its one line."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return call()
+    except RayTaskError as exc:
+        if isinstance(exc.cause, TrainingError):
+            raise TrainingError(str(exc.cause)) from None
+        raise
+
+
+def report_env_errors(messages: list[str]) -> int:
+    """Log (driver side, one line each) the env errors a runner recovered from; returns
+    how many there were. Runners only collect the messages: an actor's own log does not
+    reach the terminal (`log_to_driver=False`)."""
+    for message in messages:
+        log.warning("raydl: warning: %s", message)
+    return len(messages)
 
 
 def training_signals(
@@ -75,15 +108,21 @@ class EpisodeTracker:
 
 class RunnerBase:
     """What every runner class shares: its RNG as checkpoint state, where it lives, and
-    closing its vector env. Subclasses set `rng`, `envs` and `runner_index`."""
+    its vector env, which it recreates when the env raises (a crashing custom env).
+
+    A failed `step`/`reset` closes the vector env, builds a fresh one and resets it with
+    new seeds; the subclass drops whatever belonged to the open episodes. `max_env_errors`
+    failures with no successful step in between stop the run with a TrainingError.
+    Subclasses set `rng`, `seed` and call `_setup_envs`."""
 
     rng: np.random.Generator
     envs: Any
     runner_index: int
+    seed: int
 
     def _setup_envs(
         self, env_id: str, num_envs: int, atari: AtariConfig | None, runner_index: int,
-        torch_threads: int | None,
+        torch_threads: int | None, max_env_errors: int = 5,
     ) -> None:
         """The vector env and the Atari training signals (the env itself reports raw
         scores and whole games)."""
@@ -92,11 +131,83 @@ class RunnerBase:
             # few cores would fight over them.
             torch.set_num_threads(torch_threads)
         self.runner_index = runner_index
+        self.env_id, self.atari = env_id, atari
         self.envs = make_vector_env(env_id, num_envs, atari)
         self.clip_rewards = bool(atari and is_atari(env_id) and atari.clip_rewards)
         self.life_loss_terminal = bool(atari and is_atari(env_id) and atari.terminal_on_life_loss)
         self.num_envs = num_envs
+        self.max_env_errors = max_env_errors
+        self.errors_in_a_row = 0
+        self.env_error_log: list[str] = []  # recovered errors not yet handed to the learner
+        # Episodes start lazily, in the next sample: an env that fails in reset then fails
+        # inside a request, whose error reaches the learner (a failing actor constructor
+        # would only kill the actor).
+        self.obs: np.ndarray | None = None
+        self.pending_seeds: list[int] | None = None
 
+    def reset(self, generation: int) -> None:
+        """Start fresh episodes with the env seeds of `generation` (0 for a new run, +1
+        per resume, so a resumed run never replays the episodes it already saw); the envs
+        are reset at the start of the next request."""
+        self.obs = None
+        self.pending_seeds = env_seeds(self.seed, self.runner_index, self.num_envs, generation)
+
+    # -- env failures -------------------------------------------------------------------
+    def _env_failed(self, phase: str, exc: Exception) -> None:
+        """Count a failure of the env in `phase` and replace the vector env with a fresh
+        one, or raise TrainingError on the `max_env_errors`-th failure in a row."""
+        while True:
+            self.errors_in_a_row += 1
+            what = first_line(exc)
+            if self.errors_in_a_row >= self.max_env_errors:
+                raise TrainingError(f"env {self.env_id}: {self.errors_in_a_row} failures in a "
+                                    f"row in {phase}: {what}")
+            where = f"runner {self.runner_index}" if self.runner_index >= 0 else "driver"
+            self.env_error_log.append(
+                f"env {self.env_id} ({where}) raised in {phase}: {what}; open episodes "
+                f"dropped, env recreated ({self.errors_in_a_row}/{self.max_env_errors} in a row)"
+            )
+            try:
+                self.envs.close()
+            except Exception:  # a broken env may not close cleanly; it is discarded anyway
+                pass
+            try:
+                self.envs = make_vector_env(self.env_id, self.num_envs, self.atari)
+                return
+            except Exception as again:  # the env's constructor fails too: one more failure
+                phase, exc = "make", again
+
+    def _reset_envs(self, seeds: list[int] | None) -> np.ndarray:
+        """`envs.reset(seed=seeds)`, recreating the env (with fresh seeds) when it raises."""
+        while True:
+            try:
+                obs, _ = self.envs.reset(seed=seeds)
+                return obs
+            except Exception as exc:
+                self._env_failed("reset", exc)
+                seeds = self._fresh_seeds()
+
+    def _step_envs(self, actions: np.ndarray) -> tuple[Any, ...] | None:
+        """`envs.step(actions)`, or None when it raised: then the env was recreated (not
+        yet reset) and the caller drops the open episodes and resets."""
+        try:
+            out = self.envs.step(actions)
+        except Exception as exc:
+            self._env_failed("step", exc)
+            return None
+        self.errors_in_a_row = 0
+        return out
+
+    def _fresh_seeds(self) -> list[int]:
+        """Seeds for a recreated env, from the runner's RNG: reproducible, and never the
+        seeds whose episodes just failed."""
+        return [int(s) for s in self.rng.integers(0, 2**31 - 1, size=self.num_envs)]
+
+    def _take_env_errors(self) -> list[str]:
+        messages, self.env_error_log = self.env_error_log, []
+        return messages
+
+    # -- state --------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """The runner's RNG (JSON-ready); envs restart on restore."""
         return {"rng": self.rng.bit_generator.state}
@@ -108,7 +219,10 @@ class RunnerBase:
         return runner_info(self.runner_index)
 
     def close(self) -> None:
-        self.envs.close()
+        try:
+            self.envs.close()
+        except Exception:  # a broken user env must not hide the error that ended the run
+            pass
 
 
 class Runners:
@@ -126,6 +240,7 @@ class Runners:
     ) -> None:
         self.local: Any = None
         self.pool: Any = None
+        kwargs = {**kwargs, "max_env_errors": cfg.max_env_errors}
         if cfg.num == 0:
             self.local = runner_cls(**kwargs, torch_threads=None)
             if shared_policy is not None:
@@ -155,7 +270,20 @@ class Runners:
         if self.local is not None:
             self.local.close()
         if self.pool is not None:
+            import ray
+
+            # A request that failed (another runner's copy of the error that ended the
+            # run) is printed by Ray as an "Unhandled error" traceback when its reference
+            # is dropped unread; one cut short by killing its actor is not. So: kill the
+            # actors, then read whatever finished before the kill landed.
+            refs = list(self.pool.in_flight)
             self.pool.close()
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=5.0) if refs else ([], [])
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except Exception:  # the run is over; its own error was already raised
+                    pass
 
 
 class EnvRunner(RunnerBase):
@@ -175,8 +303,9 @@ class EnvRunner(RunnerBase):
         torch_threads: int | None = 1,
         atari: AtariConfig | None = None,
         frames: bool = False,
+        max_env_errors: int = 5,
     ) -> None:
-        self._setup_envs(env_id, num_envs, atari, runner_index, torch_threads)
+        self._setup_envs(env_id, num_envs, atari, runner_index, torch_threads, max_env_errors)
         # frames=True: emit single frames for a FrameReplayBuffer instead of transitions.
         self.frames = frames
         self.num_actions = int(self.envs.single_action_space.n)  # type: ignore[attr-defined]
@@ -190,18 +319,18 @@ class EnvRunner(RunnerBase):
         self.nstep = NStepAccumulator(n_step, gamma, num_envs)
         self.seed = seed
         self.weights_version = -1
+        self.tracker = EpisodeTracker(num_envs)
+        # Episodes begun since the last sample, for the frame buffer: (env, first frame).
+        self.starts: list[tuple[int, np.ndarray]] = []
         self.reset(generation)
 
-    def reset(self, generation: int) -> None:
-        """Start fresh episodes with the env seeds of `generation` (0 for a new run, +1
-        per resume, so a resumed run never replays the episodes it already saw)."""
-        self.obs, _ = self.envs.reset(
-            seed=env_seeds(self.seed, self.runner_index, self.num_envs, generation)
-        )
+    def _start_episodes(self, seeds: list[int] | None) -> list[tuple[int, np.ndarray]]:
+        """Reset every env (recreating it if it fails there) and forget the open episodes:
+        their returns and their n-step windows. Returns (env, first frame) of each."""
+        self.obs = self._reset_envs(seeds)
         self.nstep.reset()
         self.tracker = EpisodeTracker(self.num_envs)
-        # Episodes begun since the last sample, for the frame buffer: (env, first frame).
-        self.starts = [(e, self.obs[e][-1]) for e in range(self.num_envs)]
+        return [(e, self.obs[e][-1]) for e in range(self.num_envs)]
 
     # -- policy -------------------------------------------------------------------------
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
@@ -236,11 +365,26 @@ class EnvRunner(RunnerBase):
         episodes: list[tuple[float, int]] = []
         steps: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
         starts, self.starts = self.starts, []
+        if self.obs is None:  # new episodes since reset(generation)
+            starts = self._start_episodes(self.pending_seeds)
         restarts: list[tuple[int, int, np.ndarray]] = []
-        for t in range(num_steps):
+        t = 0
+        while t < num_steps:
             obs = self.obs
+            assert obs is not None
             actions = self.act(obs, epsilon)
-            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            stepped = self._step_envs(actions)
+            if stepped is None:
+                # The env raised and was recreated: its open episodes are dropped (never
+                # reported, n-step windows cleared); the transitions already emitted are
+                # whole and stay. Step t is taken again in the new episodes.
+                new = self._start_episodes(self._fresh_seeds())
+                if t == 0:
+                    starts += new
+                else:  # the frame buffer starts them after step t - 1 (overriding its restarts)
+                    restarts += [(t - 1, e, frame) for e, frame in new]
+                continue
+            next_obs, rewards, terminated, truncated, info = stepped
             ended = terminated | truncated
             real_next = next_obs
             if ended.any():
@@ -265,6 +409,7 @@ class EnvRunner(RunnerBase):
                 )
             episodes += self.tracker.update(rewards, ended)
             self.obs = next_obs
+            t += 1
         if self.frames:
             transitions: dict[str, Any] = {
                 "starts": starts,
@@ -280,5 +425,6 @@ class EnvRunner(RunnerBase):
             "runner": self.runner_index,
             "weights_version": self.weights_version,
             "sample_time_s": time.perf_counter() - start,
+            "env_errors": self._take_env_errors(),
         }
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from raydl import checkpoint as ckpt
 from raydl.config import (
     CheckpointConfig,
     ConfigError,
@@ -44,7 +45,7 @@ from raydl.config import (
     section,
     to_dict,
 )
-from raydl.nn import Optimizer, make_optimizer
+from raydl.nn import Nonfinite, Optimizer, guarded_step, make_optimizer, nonfinite_error
 from raydl.sl.data import (
     DOCUMENT_SOURCES,
     CharVocab,
@@ -84,6 +85,9 @@ class TrainConfig:
     early_stop_patience: int = param(0, "stop after N epochs without improvement (0: off)", ge=0)
     early_stop_metric: str | None = param(None, "metric watched (none: val_accuracy, or val_loss for language models)")
     threads_per_worker: int = param(1, "torch threads per worker (0: torch's default)", ge=0)
+    nonfinite: Nonfinite = param(
+        "stop", "a NaN/inf gradient: stop the run with an error, or skip that batch's update "
+        "(counted in nonfinite_skipped)")
 
 
 @dataclass
@@ -406,7 +410,7 @@ def train_loop(config: dict[str, Any]) -> None:
                                momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     scheduler = _scheduler(cfg.train, optimizer)
     watched, mode = cfg.watched
-    epoch, best, stale, restores = 0, None, 0, 0
+    epoch, best, stale, restores, skipped = 0, None, 0, 0, 0
 
     restored = restore_epoch_checkpoint(device)
     if restored is not None:
@@ -415,6 +419,7 @@ def train_loop(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         epoch, best, stale, restores = state["epoch"], state["best"], state["stale"], state["restores"]
+        skipped = state.get("nonfinite_skipped", 0)  # absent in older checkpoints
         if cfg.model.unfreeze_after and epoch > cfg.model.unfreeze_after:
             set_backbone_trainable(_unwrap(model), True)
             model = ray.train.torch.prepare_model(_unwrap(model))
@@ -436,15 +441,17 @@ def train_loop(config: dict[str, Any]) -> None:
             model.train()
             sums = {"loss": 0.0, "n": 0.0, "correct": 0.0}
             start = time.perf_counter()
-            for batch in task.batches():
+            for index, batch in enumerate(task.batches()):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     loss, stats = task.loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-                optimizer.step()
-                sums["loss"] += float(loss.detach()) * stats["n"]
+                (loss_value, norm_value), stepped = guarded_step(optimizer, params, loss, cfg.train.grad_clip)
+                if not stepped:  # a NaN/inf gradient (the same on every rank): no update
+                    if cfg.train.nonfinite == "stop":
+                        raise nonfinite_error(cfg.kind, f"epoch {epoch}, batch {index + 1}", {
+                            "loss": loss_value, "grad_norm": norm_value}, "train.nonfinite")
+                    skipped += 1
+                    continue
+                sums["loss"] += loss_value * stats["n"]
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
             train_time = time.perf_counter() - start
@@ -457,6 +464,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 **task.evaluate(model, "val", device),
                 f"{task.unit}_per_s": totals["n"] / train_time if train_time > 0 else None,
                 "epoch_time_s": train_time, "lr": lr, "workers": world, "restores": restores,
+                "nonfinite_skipped": skipped,  # cumulative: batches whose update was skipped
             }
             value = metrics.get(watched)
             if value is not None and _improved(value, best, mode):
@@ -475,7 +483,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 task.save_extra(directory)
                 dump_yaml(cfg, directory / "config.yaml")
                 (directory / STATE_FILE).write_text(json.dumps(
-                    {"epoch": epoch, "best": best, "stale": stale, "restores": restores, "metrics": metrics}))
+                    {"epoch": epoch, "best": best, "stale": stale, "restores": restores,
+                     "nonfinite_skipped": skipped, "metrics": metrics}))
 
             report_epoch(metrics, epoch, save=save, rank=rank, writer=writer, write=write)
             if writer is not None and (save or last):
@@ -537,6 +546,8 @@ def _one_line(exc: Exception) -> Exception:
         message = text[-1] if text else type(root).__name__
         if isinstance(root, ConfigError):
             return ConfigError(message)
+        if isinstance(root, TrainingError):  # already the one line meant for the user
+            return TrainingError(message)
         return TrainingError(f"training failed on worker {rank}: {type(root).__name__}: {message}")
     text = str(exc).strip().splitlines()
     return TrainingError(f"training failed: {text[0] if text else type(exc).__name__}")
@@ -553,8 +564,14 @@ def check_resources(scaling: ScalingSection, run_dir: Path, resume: bool) -> boo
     """Driver-side checks before a fit (one line each); returns whether workers use GPUs."""
     import ray
 
-    if resume and latest_epoch_checkpoint(run_dir) is None:
-        raise ConfigError(f"--resume {run_dir}: no epoch checkpoint to continue from")
+    if resume:
+        newest = latest_epoch_checkpoint(run_dir)
+        if newest is None:
+            raise ConfigError(f"--resume {run_dir}: no epoch checkpoint to continue from")
+        # Read here what every worker will read, so a truncated or tampered file is one
+        # line naming it (exit 2), not an unpickling traceback from inside the fit.
+        ckpt.load_torch(newest / MODEL_FILE)
+        ckpt.load_json(newest / STATE_FILE)
     cpus = ray.cluster_resources().get("CPU", 0)
     need = scaling.workers * scaling.cpus_per_worker
     if need > cpus:

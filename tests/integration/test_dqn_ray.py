@@ -1,13 +1,16 @@
 import json
 import os
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from raydl import checkpoint as ckpt
-from raydl.config import load_experiment
+from raydl.config import ConfigError, load_experiment
 from raydl.rl.dqn import DQN
 from raydl.run import train
 
@@ -21,29 +24,79 @@ SMALL = [
 ]
 
 
-def test_two_runner_actors_sample_in_parallel_and_keep_the_replay_ratio() -> None:
+def kill_runner(algo: Any, index: int) -> tuple[int, float]:
+    """SIGKILL runner `index`'s actor process; (its pid, when it was killed)."""
+    pid = algo.pool.infos()[index]["pid"]
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    return pid, killed_at
+
+
+def step_until_replaced(algo: Any, index: int) -> tuple[int, dict[str, Any]]:
+    """Kill runner `index`, then step until its replacement has delivered a sample: the
+    death is seen when its request fails, and the other runner may fill whole iterations
+    while the new actor process starts. Prints the time from the kill to that first
+    sample; returns (the killed pid, the last metrics)."""
+    seen = len(algo.pool.recoveries)
+    pid, killed_at = kill_runner(algo, index)
+    metrics = algo.step()
+    while len(algo.pool.recoveries) == seen or algo.pool.recoveries[seen]["first_result_at"] is None:
+        metrics = algo.step()
+    rec = algo.pool.recoveries[seen]
+    assert rec["runner"] == index
+    print(f"\nrunner {index} killed -> its replacement's first sample after "
+          f"{rec['first_result_at'] - killed_at:.2f}s (iteration {metrics['iteration']})")
+    return pid, metrics
+
+
+def test_two_runner_actors_sample_in_parallel_and_keep_the_replay_ratio(tmp_path: Path) -> None:
     cfg = load_experiment("ddqn_cartpole_parallel", SMALL)
     algo = DQN(cfg)
     try:
         infos = algo.pool.infos()  # type: ignore[union-attr]
         pids = {i["pid"] for i in infos}
         assert len(pids) == 2 and os.getpid() not in pids  # two separate actor processes
-        for _ in range(3):
-            metrics = algo.step()
-        assert metrics["env_steps"] >= 3000
+        metrics = algo.step()
+        # SIGKILL a runner between iterations, 3 times: each is replaced, the run goes on
+        killed = []
+        for index in (0, 1, 0):
+            pid, metrics = step_until_replaced(algo, index)
+            killed.append(pid)
+        pool = algo.pool
+        assert metrics["runner_restarts"] == 3 and pool.restarts == [2, 1]
+        new_pids = {i["pid"] for i in pool.infos()}
+        assert len(new_pids) == 2 and not new_pids & set(killed) and os.getpid() not in new_pids
+        print(f"requests re-sent (their samples dropped): {pool.requests_resent}")
+        assert metrics["env_steps"] >= 4000
         assert metrics["episodes"] > 20 and metrics["episode_return_mean"] > 0
-        # replay ratio: updates per env step after learning starts, whatever the runners
+        # every env step counted comes from exactly one accepted sample, none from the dead
         chunk = cfg.runners.rollout_length * cfg.runners.envs_per_runner
+        assert metrics["env_steps"] == pool.results_returned * chunk
+        # replay ratio: updates per env step after learning starts, whatever the runners
         expected = (metrics["env_steps"] - cfg.algo.learning_starts) * cfg.algo.replay_ratio
         assert abs(metrics["learner_updates"] - expected) <= chunk * cfg.algo.replay_ratio + 1
         assert metrics["loss"] is not None and np.isfinite(metrics["loss"])
         assert "weights_staleness_mean" in metrics
         # the buffer holds every ingested transition (capacity not reached), except the
-        # last n-1 steps of each env, still waiting in the n-step windows
-        pending = (cfg.algo.n_step - 1) * cfg.runners.envs_per_runner * cfg.runners.num
+        # last n-1 steps of each env, still waiting in the n-step windows (those of a
+        # killed runner are lost with it)
+        window = (cfg.algo.n_step - 1) * cfg.runners.envs_per_runner
+        pending = window * (cfg.runners.num + metrics["runner_restarts"])
         assert 0 <= metrics["env_steps"] - metrics["buffer_size"] <= pending
+
+        # the count is training state: it survives save/restore
+        algo.save(tmp_path)
+        assert json.loads((tmp_path / "state.json").read_text())["runner_restarts"] == {
+            "total": 3, "per_runner": [2, 1]
+        }
     finally:
         algo.close()
+    again = DQN(cfg)
+    try:
+        again.restore(tmp_path)
+        assert again.pool.total_restarts == 3 and again.pool.restarts == [2, 1]
+    finally:
+        again.close()
 
 
 def test_replay_ratio_is_the_same_in_driver_mode() -> None:
@@ -108,3 +161,24 @@ def test_apex_epsilons_give_each_runner_its_own_rate() -> None:
         assert metrics["epsilon"] == pytest.approx((0.4 + 0.4**8) / 2)
     finally:
         algo.close()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("runners.resources={nope: 1}", "1 nope"),  # no node has it at all
+        ("runners.cpus_per_runner=64", "64 CPU"),  # more than any node
+        ("runners.num=5", "2.5 CPU"),  # each fits, all of them do not (0.5 CPU each)
+    ],
+)
+def test_runners_the_cluster_can_never_hold_are_refused_at_once(
+    tmp_path: Path, override: str, named: str
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        train("ddqn_cartpole_parallel", SMALL + [override], out=tmp_path, progress=False, echo=False)
+    print(f"\n{override}: refused in {time.monotonic() - start:.2f}s: {err.value}")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("runners:") and named in message
+    assert "0 nope" in message if "nope" in named else "2 CPU" in message  # what it has
+    assert list(tmp_path.iterdir()) == []  # no half-made run directory

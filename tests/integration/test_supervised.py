@@ -62,26 +62,42 @@ def test_a_killed_worker_is_recovered_from_the_newest_checkpoint(tmp_path: Path)
         run=train("cnn_digits", args, out=tmp_path, progress=False, echo=False)))
     thread.start()
     deadline = time.monotonic() + 240
-    killed = None
+    killed, killed_at, rows_at_kill, old_group = None, 0.0, [], set()
     while killed is None and time.monotonic() < deadline:
         runs = list(tmp_path.iterdir())
         # epoch 2's row means epoch 1's report (and checkpoint) went through on every
         # worker: kill one now, mid-way through a later epoch
         if runs and _epochs(runs[0]) and _epochs(runs[0])[-1] >= 2:
+            rows_at_kill = read_metrics(runs[0])
             # every process titled as a train worker: the live group's two (a finished
             # run's worker could linger a moment; killing it too changes nothing)
             for pid in _train_worker_pids():
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    killed = pid
+                    killed, killed_at = pid, time.monotonic()
+                    old_group.add(pid)
                 except ProcessLookupError:
                     pass
         time.sleep(0.2)
+    # Recovery time, measured (not asserted): kill -> a new worker group is up -> its
+    # first epoch row (the restored group writes rows with restores >= 1).
+    group_up_s = first_row_s = None
+    while killed is not None and thread.is_alive() and first_row_s is None:
+        if group_up_s is None and set(_train_worker_pids()) - old_group:
+            group_up_s = time.monotonic() - killed_at
+        if any(r.get("restores", 0) >= 1 for r in read_metrics(runs[0])):
+            first_row_s = time.monotonic() - killed_at
+        time.sleep(0.1)
     thread.join(timeout=300)
     assert killed is not None, "no Ray Train worker process was found to kill"
     run = result["run"]
     assert _epochs(run.run_dir) == [1, 2, 3, 4, 5]
     assert run.metrics["restores"] >= 1  # the group restarted from a checkpoint
+    epoch_s = [r["epoch_time_s"] for r in rows_at_kill]
+    print(f"\nworker killed after epoch {rows_at_kill[-1]['epoch']} rows; new worker group "
+          f"after {group_up_s if group_up_s is not None else float('nan'):.1f}s, its first "
+          f"epoch row after {first_row_s if first_row_s is not None else float('nan'):.1f}s "
+          f"(an epoch's training takes {sum(epoch_s) / len(epoch_s):.1f}s)")
 
 
 def test_language_model_epoch_reports_bits_per_character(

@@ -1,0 +1,276 @@
+"""Failures inside training: an env that raises in step/reset, a NaN loss.
+
+The envs (tests/faulty_envs.py) have fixed 10-step episodes, reward 1 per step, the step
+index in obs[1], and CrashEvery raises on the 25th step of each env instance: an instance
+lives 24 steps (two whole episodes and 4 steps of a third), then the runner recreates it.
+With one env, after S successful steps there were exactly (S - 1) // 24 crashes.
+"""
+
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from raydl.config import TrainingError, load_experiment
+from raydl.rl.a3c import ActorCriticAlgorithm
+from raydl.rl.ac_worker import ACWorker
+from raydl.rl.dqn import DQN
+from raydl.rl.frame_buffer import FrameReplayBuffer
+from raydl.rl.networks import ActorCritic
+from raydl.rl.runner import EnvRunner
+from raydl.run import train
+
+CRASH = "tests.faulty_envs:raydl_test/CrashEvery-v0"
+ALWAYS = "tests.faulty_envs:raydl_test/AlwaysCrash-v0"
+NAN = "tests.faulty_envs:raydl_test/NanReward-v0"
+LIFE = 24  # successful steps of one CrashEvery instance
+EP = 10  # episode length of every faulty env
+QUIET = {"log": {"progress": False, "tensorboard": False, "curve": False},
+         "checkpoint": {"every": 0, "at_end": False}}
+
+
+def _dqn(env: str, **sections: Any) -> dict[str, Any]:
+    exp: dict[str, Any] = {
+        "kind": "dqn", "env": env, "seed": 0, "stop": {"env_steps": 200},
+        "algo": {"hidden": [16], "batch_size": 16, "learning_starts": 50, "buffer_size": 1000,
+                 "steps_per_iteration": 200, "learner_threads": 1, "device": "cpu"},
+        "runners": {"num": 0, "envs_per_runner": 1, "rollout_length": 8}, **QUIET,
+    }
+    for name, values in sections.items():
+        exp[name] = {**exp.get(name, {}), **values}
+    return exp
+
+
+def _a2c(env: str, kind: str = "a2c", **sections: Any) -> dict[str, Any]:
+    exp: dict[str, Any] = {
+        "kind": kind, "env": env, "seed": 0, "stop": {"env_steps": 200},
+        "algo": {"hidden": [16], "steps_per_iteration": 200, "learner_threads": 1, "device": "cpu"},
+        "runners": {"num": 0, "envs_per_runner": 1, "rollout_length": 5}, **QUIET,
+    }
+    for name, values in sections.items():
+        exp[name] = {**exp.get(name, {}), **values}
+    return exp
+
+
+def _crash_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "raydl" and "raised in step" in r.getMessage()]
+
+
+# ----------------------------------------------------------------------------- env crashes
+
+
+def test_dqn_in_driver_drops_the_open_episode_and_its_nstep_window(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="raydl")
+    algo = DQN(load_experiment(_dqn(CRASH, algo={"n_step": 3})))
+    try:
+        m = algo.step()
+    finally:
+        algo.close()
+    crashes = (200 - 1) // LIFE
+    assert m["env_steps"] == 200 and m["env_errors"] == crashes == 8
+    # every reported episode is whole: 2 per instance, none of the 4-step fragments
+    assert m["episodes"] == 2 * crashes and m["episode_len_mean"] == EP == m["episode_return_mean"]
+    # each crash drops the 2 steps waiting in its n-step window; 2 more wait in the live one
+    assert m["buffer_size"] == 200 - 2 * crashes - 2
+    # no stored transition spans a crash (or an episode end): next_obs is exactly k steps
+    # after obs, where gamma^k is its discount, and terminal exactly at the episode's end
+    data = algo.buffer.data
+    n = len(algo.buffer)
+    k = np.round(np.log(data["discount"][:n]) / np.log(algo.cfg.algo.gamma))
+    np.testing.assert_array_equal(data["next_obs"][:n, 1] - data["obs"][:n, 1], k)
+    np.testing.assert_array_equal(data["terminated"][:n] == 1, data["next_obs"][:n, 1] == EP)
+    warnings = _crash_warnings(caplog)
+    assert len(warnings) == crashes
+    assert all("\n" not in w and CRASH in w and "RuntimeError: CrashEvery: step 25 failed" in w
+               for w in warnings), warnings[0]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_dqn_runner_actor_recovers_from_env_crashes() -> None:
+    algo = DQN(load_experiment(_dqn(CRASH, runners={"num": 1})))
+    try:
+        m = algo.step()
+    finally:
+        algo.close()
+    # one runner with one env: its crashes are a function of the steps it delivered
+    assert m["env_errors"] == (m["env_steps"] - 1) // LIFE > 0
+    assert m["episode_len_mean"] == EP == m["episode_return_mean"]
+    assert 2 * m["env_errors"] <= m["episodes"] <= 2 * m["env_errors"] + 2
+
+
+def test_a2c_in_driver_drops_the_rollout_fragment_of_a_crash() -> None:
+    algo = ActorCriticAlgorithm(load_experiment(_a2c(CRASH)))
+    try:
+        m = algo.step()
+    finally:
+        algo.close()
+    # 5-step rollouts: an instance delivers 20 steps (two episodes); the 4 steps before
+    # its crash are a fragment that never reaches the learner. The 10th instance ends
+    # the iteration at exactly 200 steps, before its own crash.
+    assert m["env_steps"] == 200 and m["learner_updates"] == 40
+    assert m["env_errors"] == 9 and m["episodes"] == 20
+    assert m["episode_len_mean"] == EP == m["episode_return_mean"]
+
+
+def test_ac_worker_rollouts_never_span_a_crash() -> None:
+    worker = ACWorker(CRASH, 2, lambda: ActorCritic(4, 2, [8]), seed=0, returns="gae", gamma=0.9)
+    try:
+        errors: list[str] = []
+        for _ in range(12):  # 7-step rollouts: a crash lands 3 steps into the 4th fragment
+            rollout = worker._rollout(7)
+            errors += worker._take_env_errors()
+            assert rollout["env_steps"] == 14
+            assert all(ep == (float(EP), EP) for ep in rollout["episodes"])
+            # the step index advances by one, or restarts after an episode end: no row
+            # comes from another env instance
+            t = rollout["batch"]["obs"][:, :, 1]
+            ended = rollout["batch"]["ended"].astype(bool)
+            np.testing.assert_array_equal(t[1:], np.where(ended[:-1], 0, t[:-1] + 1))
+        assert len(errors) == 3 and all("raised in step" in e for e in errors)
+        out = worker.compute_gradients(7)  # the 4th fragment again: dropped, and reported
+        assert len(out["env_errors"]) == 1 and np.isfinite(out["grads"]).all()
+    finally:
+        worker.close()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a3c_worker_actor_recovers_from_env_crashes() -> None:
+    algo = ActorCriticAlgorithm(load_experiment(_a2c(CRASH, kind="a3c", runners={"num": 1})))
+    try:
+        m = algo.step()
+    finally:
+        algo.close()
+    assert m["env_steps"] >= 200 and m["env_errors"] >= 8
+    assert m["episode_len_mean"] == EP == m["episode_return_mean"]
+    assert m["episodes"] == 2 * m["env_errors"] + (m["env_steps"] - 20 * m["env_errors"]) // EP
+
+
+def test_frame_mode_restarts_episodes_after_a_crash() -> None:
+    """Pixel envs feed the frame replay: a crash starts new episode streams, so no n-step
+    transition rebuilt from the frames crosses it."""
+    runner = EnvRunner("tests.faulty_envs:raydl_test/CrashEveryPixels-v0", 2, torch.nn.Identity,
+                       seed=0, frames=True)
+    buffer = FrameReplayBuffer(2000, (8, 8), 4, seed=0)
+    try:
+        errors = 0
+        for _ in range(20):
+            out = runner.sample(8, epsilon=1.0)  # epsilon 1: random actions, no network
+            errors += len(out["env_errors"])
+            buffer.add_sample(0, out["transitions"])
+        assert errors == (160 - 1) // LIFE
+        b = buffer.sample(500, n_step=3, gamma=0.5)
+        k = np.round(np.log(b["discount"]) / np.log(0.5))
+        # newest frame of each stack = step index; the n-step target lies k steps later
+        np.testing.assert_array_equal(b["next_obs"][:, -1, 0, 0].astype(int) - b["obs"][:, -1, 0, 0], k)
+    finally:
+        runner.close()
+
+
+def test_always_crashing_env_stops_the_run_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError) as info:
+        train(_dqn(ALWAYS), out=tmp_path, progress=False, echo=False)
+    assert str(info.value) == (
+        f"env {ALWAYS}: 5 failures in a row in reset: RuntimeError: AlwaysCrash: reset failed on purpose"
+    )
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_always_crashing_env_in_runner_actors_is_the_same_one_line(tmp_path: Path) -> None:
+    exp = _a2c(ALWAYS, kind="a3c", runners={"num": 2, "max_env_errors": 2})
+    with pytest.raises(TrainingError) as info:
+        train(exp, out=tmp_path, progress=False, echo=False)
+    assert str(info.value) == (
+        f"env {ALWAYS}: 2 failures in a row in reset: RuntimeError: AlwaysCrash: reset failed on purpose"
+    )
+
+
+def test_cli_always_crash_exits_1_with_one_stderr_line(tmp_path: Path) -> None:
+    """Two runner actors: both fail; the first error is the one line, and the second is
+    read before exit (else Ray prints it as an "Unhandled error" traceback at exit)."""
+    path = tmp_path / "always_crash.yaml"
+    path.write_text(yaml.safe_dump(_dqn(ALWAYS, runners={"num": 2})))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "raydl", "run", str(path), "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parents[2],
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert lines == [f"raydl: error: env {ALWAYS}: 5 failures in a row in reset: "
+                     "RuntimeError: AlwaysCrash: reset failed on purpose"], proc.stderr
+
+
+# ----------------------------------------------------------------------------- NaN losses
+
+
+def _finite(module: torch.nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_dqn_skips_nonfinite_updates() -> None:
+    algo = DQN(load_experiment(_dqn(NAN, algo={"nonfinite": "skip"})))
+    try:
+        m = algo.step()
+        assert m["nonfinite_skipped"] > 0 and m["learner_updates"] > 0
+        assert m["learner_updates"] + m["nonfinite_skipped"] == int((200 - 50) * 0.25)
+        assert m["loss"] is not None and math.isfinite(m["loss"])
+        assert _finite(algo.q) and _finite(algo.target)
+    finally:
+        algo.close()
+
+
+def test_dqn_stops_on_a_nonfinite_loss() -> None:
+    algo = DQN(load_experiment(_dqn(NAN)))
+    try:
+        with pytest.raises(TrainingError) as info:
+            algo.step()
+    finally:
+        algo.close()
+    message = str(info.value)
+    assert message.startswith("dqn: non-finite loss or gradient at iteration 1, learner update ")
+    assert "(loss nan" in message and "algo.nonfinite: skip" in message and "\n" not in message
+
+
+def test_a2c_skips_nonfinite_gradients() -> None:
+    algo = ActorCriticAlgorithm(load_experiment(_a2c(NAN, algo={"nonfinite": "skip"})))
+    try:
+        m = algo.step()
+        assert m["nonfinite_skipped"] > 0 and m["learner_updates"] + m["nonfinite_skipped"] == 40
+        assert m["pg_loss"] is not None and math.isfinite(m["pg_loss"])
+        assert _finite(algo.net)
+    finally:
+        algo.close()
+
+
+def test_a2c_stops_on_a_nonfinite_gradient() -> None:
+    algo = ActorCriticAlgorithm(load_experiment(_a2c(NAN)))
+    try:
+        with pytest.raises(TrainingError, match=r"^a2c: non-finite loss or gradient at iteration 1, "
+                                                r"learner update \d+ \(pg_loss nan"):
+            algo.step()
+    finally:
+        algo.close()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_ddp_workers_stop_together_on_a_nonfinite_gradient(tmp_path: Path) -> None:
+    """lr 1e30: Adam's first step makes the logits overflow. Both DDP ranks see the same
+    all-reduced NaN gradient and stop at the same batch (ranks that disagreed would
+    desynchronize or hang). One Ray Train fit: ~28 s on 2 shared cores."""
+    with pytest.raises(TrainingError) as info:
+        train("cnn_digits", ["log.tensorboard=false", "scaling.workers=2", "scaling.max_failures=0",
+                             "train.epochs=1", "train.lr=1e30"], out=tmp_path, progress=False, echo=False)
+    assert str(info.value).startswith("classify: non-finite loss or gradient at epoch 1, batch ")
+    assert "(loss nan, grad_norm nan); set train.nonfinite: skip" in str(info.value)
