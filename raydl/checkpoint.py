@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 _NAME = re.compile(r"^iter_(\d{6,})$")
+_OLD = re.compile(r"^\.old-iter_(\d{6,})-\d+$")  # the previous copy during a rewrite
 COMPLETE_MARKER = "state.json"  # written last: a directory without it is not a checkpoint
 
 
@@ -33,15 +34,27 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
+    """Complete checkpoints under `root`, oldest first.
+
+    A kill between the two renames of a same-iteration rewrite leaves that iteration only
+    as ``.old-iter_N-PID`` (complete: it was a checkpoint until a moment ago); it counts
+    as iteration N until the next write puts it back in place."""
     if not root.is_dir():
         return []
-    found = []
+    found: dict[int, Path] = {}
+    orphans: dict[int, Path] = {}
     for child in root.iterdir():
         match = _NAME.match(child.name)
-        if match and child.is_dir() and (child / COMPLETE_MARKER).is_file():
-            found.append((int(match.group(1)), child))
-    return [path for _, path in sorted(found)]
+        old = _OLD.match(child.name)
+        if not (match or old) or not child.is_dir() or not (child / COMPLETE_MARKER).is_file():
+            continue
+        if match:
+            found[int(match.group(1))] = child
+        else:
+            orphans[int(old.group(1))] = child  # type: ignore[union-attr]
+    for iteration, path in orphans.items():
+        found.setdefault(iteration, path)
+    return [found[i] for i in sorted(found)]
 
 
 def latest_checkpoint(path: Path) -> Path:
@@ -65,15 +78,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _clean_after_crash(root: Path) -> None:
+    """Undo what a writer killed mid-write left behind: its ``.tmp-*`` directories (half
+    written; their pid suffix is a dead process's, so nothing else removes them) and
+    an ``.old-*`` copy, renamed back when the kill came between a rewrite's two renames.
+    One run writes its checkpoints from one process, so no live writer is disturbed."""
+    for child in root.iterdir():
+        if child.name.startswith(".tmp-") and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+    for child in root.iterdir():
+        old = _OLD.match(child.name)
+        if not old or not child.is_dir():
+            continue
+        final = root / f"iter_{int(old.group(1)):06d}"
+        if not final.exists() and (child / COMPLETE_MARKER).is_file():
+            child.rename(final)
+        else:
+            shutil.rmtree(child, ignore_errors=True)
+    _fsync_dir(root)
+
+
 def write_checkpoint(
     root: Path, iteration: int, write: Callable[[Path], None], keep: int
 ) -> Path:
     """Create ``root/iter_NNNNNN`` atomically; `write(tmp_dir)` fills it. Keeps `keep`."""
     root.mkdir(parents=True, exist_ok=True)
+    _clean_after_crash(root)
     final = root / f"iter_{iteration:06d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     write(tmp)
     for child in tmp.iterdir():
@@ -89,6 +121,8 @@ def write_checkpoint(
         tmp.rename(final)
     _fsync_dir(root)
     for stale in checkpoint_dirs(root)[:-keep]:
+        # The marker goes first: a kill mid-delete must not leave a "complete" husk.
+        (stale / COMPLETE_MARKER).unlink(missing_ok=True)
         shutil.rmtree(stale, ignore_errors=True)
     return final
 

@@ -28,6 +28,18 @@ def use_token_auth_if_available() -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
+def _restrict_token_file() -> None:
+    """Make Ray's token file (~/.ray/auth_token, which a new local Ray creates with the
+    umask's mode, usually world-readable) readable by its owner only: with the token,
+    any local user could connect to this user's Ray and run code as this user."""
+    try:
+        info = os.stat(AUTH_TOKEN_FILE)
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(AUTH_TOKEN_FILE, 0o600)
+    except OSError:
+        pass  # no token file (token auth off), or not ours to change
+
+
 def resolve_address(address: str | None) -> str | None:
     """--address wins, then RAY_ADDRESS; None means an embedded local Ray."""
     return address or os.environ.get("RAY_ADDRESS") or None
@@ -63,15 +75,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 )
             raise ConfigError(f"--address {address}: cannot connect to Ray: {reason}") from None
     else:
-        ray.init(
-            # "local" always starts a new instance; a bare init() would silently join
-            # whatever `ray start` cluster happens to run on this machine.
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            **common,
-        )
+        # Ray turns _node_ip_address="127.0.0.1" into this machine's routable address
+        # (ray._private.services.resolve_ip_for_localhost); its agents then listen on that
+        # address and its gRPC and metrics servers on every interface. Ray's one-machine
+        # mode (its default on macOS and Windows) keeps the node, and so every server, on
+        # loopback. Only for this start: a later --address connection is unaffected.
+        from ray._private import ray_constants
+
+        cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            ray.init(
+                # "local" always starts a new instance; a bare init() would silently join
+                # whatever `ray start` cluster happens to run on this machine.
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        _restrict_token_file()
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -81,3 +106,51 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- resources
+# Ray leaves an actor or placement group that no node can ever hold pending forever (with a
+# warning in a log nobody reads), so raydl checks the cluster before asking for one.
+
+
+def cluster_resources() -> tuple[list[dict[str, float]], dict[str, float]]:
+    """(resources of each alive node, the cluster's totals) of the connected Ray."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return nodes, dict(ray.cluster_resources())
+
+
+def format_resources(resources: dict[str, float], zeros: bool = False) -> str:
+    """'2 CPU, 1 GPU'; zero amounts are left out unless `zeros` (to show what is lacking)."""
+    return ", ".join(f"{v:g} {k}" for k, v in resources.items() if v or zeros) or "nothing"
+
+
+def check_fits(
+    what: str,
+    bundle: dict[str, float],
+    count: int,
+    fix: str,
+    nodes: list[dict[str, float]],
+    total: dict[str, float],
+) -> None:
+    """ConfigError unless `count` copies of `bundle` could ever run on this cluster: one
+    must fit on some alive node, and all of them in the cluster's totals.
+
+    Always checked: Ray exposes no reliable flag for "an autoscaler may add such a node",
+    so a cluster that would scale up to a missing resource is refused too."""
+    bundle = {r: v for r, v in bundle.items() if v > 0}
+    eps = 1e-9  # fractional CPUs (0.5 + 0.5 ...) must not fail on rounding
+    if not any(all(node.get(r, 0.0) + eps >= v for r, v in bundle.items()) for node in nodes):
+        most = {r: max((node.get(r, 0.0) for node in nodes), default=0.0) for r in bundle}
+        raise ConfigError(
+            f"{what}: one needs {format_resources(bundle)} on a single node and no node has "
+            f"that (the most any node has: {format_resources(most, zeros=True)}); {fix}"
+        )
+    need = {r: v * count for r, v in bundle.items()}
+    if any(v > total.get(r, 0.0) + eps for r, v in need.items()):
+        have = {r: total.get(r, 0.0) for r in need}
+        raise ConfigError(
+            f"{what}: {count} need {format_resources(need)} in all and the whole cluster has "
+            f"{format_resources(have, zeros=True)}; {fix}"
+        )

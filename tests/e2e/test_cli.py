@@ -1,7 +1,11 @@
+import hashlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +80,156 @@ def test_resume_continues_the_run(trained) -> None:
     assert rows[-1]["env_steps"] == 3072
 
 
+def _group_alive(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        h.update(key.encode() + np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()
+
+
+def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the whole process group (driver, Ray, runner actor) mid-run, then
+    `raydl run --resume`: the run continues from the newest checkpoint as if never
+    stopped, redoing only the env steps after that checkpoint."""
+    from raydl import checkpoint as ckpt
+    from raydl import registry
+    from raydl.config import load_experiment
+    from raydl.metrics import read_metrics
+
+    out, chunk, iterations = tmp_path / "runs", 256, 20  # 256: 4 runner requests of 4 x 16
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "raydl", "run", "dqn_cartpole",
+             "--set", f"stop.env_steps={chunk * iterations}",
+             "--set", f"algo.steps_per_iteration={chunk}", "--set", "checkpoint.every=3",
+             "--set", "log.tensorboard=false", "--no-progress", "--out", str(out)],
+            cwd=tmp_path, env=env, stdout=log, stderr=log, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        rows: list = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = list(out.iterdir()) if out.is_dir() else []
+            rows = read_metrics(runs[0]) if runs else []
+            # past iteration 7: a checkpoint (iteration 6) with learner updates in it
+            if rows and rows[-1]["iteration"] >= 7 and ckpt.checkpoint_dirs(runs[0] / "checkpoints"):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed: " + (
+            tmp_path / "first.log").read_text()[-2000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    while _group_alive(proc.pid) and time.monotonic() < killed_at + 60:
+        time.sleep(0.1)
+    assert not _group_alive(proc.pid)  # Ray's daemons and the actor died with the driver
+
+    run_dir = _run_dir(out)
+    before = read_metrics(run_dir)
+    newest = ckpt.latest_checkpoint(run_dir)
+    state = ckpt.load_json(newest / "state.json")
+    k = state["iteration"]
+    at_ckpt = before[k - 1]
+    assert at_ckpt["iteration"] == k and at_ckpt["env_steps"] == state["env_steps"]
+    lost = before[-1]["env_steps"] - state["env_steps"]
+
+    # What --resume restores is what the run had at that checkpoint: the learner with
+    # an in-process sampler here (no Ray needed to look), compared with the run's own row.
+    cfg = load_experiment(run_dir / "config.yaml", ["runners.num=0"])
+    algo = registry.algorithm_class(cfg.kind)(cfg)
+    try:
+        algo.restore(newest)
+        assert (algo.iteration, algo.env_steps, algo.updates) == (
+            k, at_ckpt["env_steps"], at_ckpt["learner_updates"]
+        )
+        assert len(algo.buffer) == at_ckpt["buffer_size"] > 0
+        assert _digest(algo.buffer.state_dict()) == _digest(ckpt.load_arrays(newest / "buffer.npz"))
+        steps = {int(s["step"]) for s in algo.optimizer.state_dict()["state"].values()}
+        assert steps == {at_ckpt["learner_updates"]} and at_ckpt["learner_updates"] > 0
+        assert algo._epsilon_for(0) == pytest.approx(at_ckpt["epsilon"])  # exploration position
+    finally:
+        algo.close()
+
+    started, first_row_s = time.monotonic(), None
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "raydl", "run", "--resume", str(run_dir), "--no-progress"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    while resumed.poll() is None and first_row_s is None:  # only measured, not asserted
+        now = read_metrics(run_dir)  # cut back to k rows on restore, then it grows
+        if len(now) > k and now[k] not in before:
+            first_row_s = time.monotonic() - started
+        time.sleep(0.05)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-2000:]
+    rows = read_metrics(run_dir)
+    assert [r["iteration"] for r in rows] == list(range(1, iterations + 1))
+    assert [r["env_steps"] for r in rows] == [chunk * i for i in range(1, iterations + 1)]
+    assert rows[:k] == before[:k]  # the history up to the checkpoint is kept as it was
+    assert rows[k]["env_steps"] == state["env_steps"] + chunk
+    assert rows[k]["learner_updates"] > at_ckpt["learner_updates"]
+    print(f"\ndriver killed after iteration {before[-1]['iteration']} "
+          f"({before[-1]['env_steps']} env steps); newest checkpoint iteration {k} "
+          f"({state['env_steps']} env steps): {lost} env steps lost and redone; resumed "
+          f"run's first new row after {first_row_s or float('nan'):.1f}s, end after "
+          f"{time.monotonic() - started:.1f}s")
+
+
+def test_eval_refuses_a_truncated_or_pickled_checkpoint(trained, tmp_path: Path) -> None:
+    import torch
+
+    from raydl import checkpoint as ckpt
+
+    out, _ = trained
+    run = tmp_path / "copy"
+    shutil.copytree(_run_dir(out), run)
+    model = ckpt.latest_checkpoint(run) / "model.pt"
+
+    def eval_fails() -> str:
+        proc = raydl("eval", str(run), "--episodes", "1", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"raydl: error: {model}: ")
+        return lines[0]
+
+    model.write_bytes(model.read_bytes()[:5000])  # a write cut short
+    assert "cannot load checkpoint file" in eval_fails()
+
+    # A crafted pickle whose loading would run a shell command.
+    payload = tmp_path / "payload-ran"
+    torch.save({"q": _ShellPayload(f"touch {payload}")}, model)
+    assert "refused" in eval_fails()
+    assert not payload.exists()
+    torch.load(model, weights_only=False)  # the payload is real: unsafe loading runs it
+    assert payload.exists()
+
+
+class _ShellPayload:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (self.command,))
+
+
 @pytest.mark.parametrize(
     ("content", "args", "message"),
     [
@@ -145,6 +299,17 @@ def test_supervised_run_ensemble_eval_and_viz(tmp_path: Path) -> None:
     # the command line: one fit less.
     members = sorted((run / "checkpoints").glob("epoch_*"))
     assert [m.name for m in members] == ["epoch_000001", "epoch_000002"]
+
+    # A copy whose newest epoch checkpoint was cut short: --resume says so in one line
+    # naming the file (exit 2), read on the driver before any worker starts.
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    model = broken / "checkpoints" / "epoch_000002" / "model.pt"
+    model.write_bytes(model.read_bytes()[:5000])
+    proc = raydl("run", "--resume", str(broken), "--no-progress", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"raydl: error: {model}: cannot load checkpoint file")
     proc = raydl("eval", *map(str, members), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "raydl eval: 270 test examples, ensemble of 2 accuracy" in proc.stdout

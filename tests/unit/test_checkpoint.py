@@ -76,3 +76,108 @@ def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(ckpt.CheckpointError, match="cannot load"):
         ckpt.load_arrays(npz)
     assert not (tmp_path / "pwned").exists()
+
+
+# A child process that writes checkpoints of a ~50 MB model in a loop, each iteration
+# twice (a periodic save, then the at-end rewrite of the same iteration), carrying on
+# from the newest checkpoint it finds. With "die-between-renames" it SIGKILLs itself
+# right after a rewrite has moved the old copy aside and before the new one is in place.
+_WRITER = r"""
+import os, signal, sys
+from pathlib import Path
+import numpy as np, torch
+from raydl import checkpoint as ckpt
+
+root, mode = Path(sys.argv[1]), sys.argv[2]
+if mode == "die-between-renames":
+    rename = Path.rename
+    def killing_rename(self, target):
+        done = rename(self, target)
+        if Path(target).name.startswith(".old-"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return done
+    Path.rename = killing_rename
+found = ckpt.checkpoint_dirs(root)
+start = ckpt.load_json(found[-1] / "state.json")["iteration"] + 1 if found else 1
+weights = torch.zeros(50 * 2**20 // 4)  # 50 MiB of float32
+for iteration in range(start, start + 10_000):
+    weights[0] = iteration
+    def write(d):
+        ckpt.save_torch({"w": weights}, d / "model.pt")
+        ckpt.save_arrays({"a": np.full(1000, iteration)}, d / "buffer.npz")
+        ckpt.save_json({"iteration": iteration}, d / "state.json")
+    for _ in range(2):
+        ckpt.write_checkpoint(root, iteration, write, keep=2)
+"""
+
+
+def _loads_fully(checkpoint: Path) -> int:
+    """Every file of `checkpoint` loads and all of them are of the same iteration."""
+    iteration = ckpt.load_json(checkpoint / "state.json")["iteration"]
+    weights = ckpt.load_torch(checkpoint / "model.pt")["w"]
+    assert weights.numel() == 50 * 2**20 // 4 and int(weights[0]) == iteration
+    assert (ckpt.load_arrays(checkpoint / "buffer.npz")["a"] == iteration).all()
+    return iteration
+
+
+def test_sigkill_during_checkpoint_writes_keeps_the_previous_loadable(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "checkpoints"
+    repo = Path(__file__).resolve().parents[2]
+
+    def start(mode: str = "loop") -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", _WRITER, str(root), mode], cwd=repo)
+
+    # Where the writer is when it dies: its temp dir just made; the 50 MB model.pt being
+    # written; every file written (fsync and the renames still to come).
+    kill_points = {
+        "temp dir created": lambda tmp: True,
+        "model.pt being written": lambda tmp: (tmp / "model.pt").stat().st_size > 0
+        and not (tmp / "buffer.npz").exists(),
+        "all files written": lambda tmp: (tmp / "state.json").exists(),
+    }
+    newest, dead_pids = 0, []
+    for point, reached in kill_points.items():
+        child = start()
+        deadline = time.monotonic() + 120
+        seen = None
+        while seen is None and time.monotonic() < deadline and child.poll() is None:
+            # kill only once this writer has completed a checkpoint of its own, so each
+            # kill lands on a later iteration (and there is a previous one to keep)
+            done = ckpt.checkpoint_dirs(root)
+            ahead = done and int(done[-1].name.split("_")[-1].split("-")[0]) > newest
+            writing = root.glob(f".tmp-*-{child.pid}") if ahead else []
+            for tmp in writing:
+                try:
+                    if reached(tmp):
+                        child.send_signal(signal.SIGKILL)
+                        seen = sorted(f"{f.name}={f.stat().st_size}" for f in tmp.iterdir())
+                except OSError:  # renamed away between glob and stat: try the next one
+                    pass
+            time.sleep(0.0005)
+        child.kill()
+        child.wait()
+        assert seen is not None, f"never saw the writer at '{point}'"
+        # what any earlier killed writer left was cleared by this one's first write
+        assert not [p for pid in dead_pids for p in root.glob(f".*-{pid}")]
+        dead_pids.append(child.pid)
+        iteration = _loads_fully(ckpt.latest_checkpoint(tmp_path))
+        assert iteration >= newest
+        newest = iteration
+        print(f"killed at {point} ({', '.join(seen) or 'empty'}): newest iteration {iteration} loads")
+
+    # killed between a rewrite's two renames: only .old-iter_N is left of iteration N
+    child = start("die-between-renames")
+    assert child.wait(timeout=120) == -signal.SIGKILL
+    (orphan,) = root.glob(f".old-iter_*-{child.pid}")
+    assert not (root / orphan.name.split("-")[1]).exists()
+    assert ckpt.latest_checkpoint(tmp_path) == orphan and _loads_fully(orphan) > newest
+    # the next write puts it back in place and clears the dead writer's temp dir
+    ckpt.write_checkpoint(root, 10**6, lambda d: ckpt.save_json({}, d / "state.json"), keep=3)
+    names = sorted(p.name for p in root.iterdir())
+    assert not [n for n in names if n.startswith(".")], names
+    assert orphan.name.split("-")[1] in names and "iter_1000000" in names
