@@ -1,8 +1,10 @@
-"""`raydl run | tune | submit | jobs | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
+"""`raydl run | tune | submit | jobs | check | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import typing
 import sys
 from pathlib import Path
 
@@ -13,10 +15,17 @@ EXIT_FAILED = 1  # training itself failed (after any retries)
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line like every other raydl error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"raydl: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+@functools.lru_cache(maxsize=1)  # built once per process; parse_args leaves it as it was
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="raydl", description="Train RL agents and deep models on Ray."
-    )
+    p = _Parser(prog="raydl", description="Train RL agents and deep models on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train an experiment until its stop criterion")
@@ -67,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "logs":
             cmd.add_argument("--follow", action="store_true", help="keep printing until the job ends")
         cmd.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265")
+
+    check = sub.add_parser("check", help="check an experiment (and its tune: section) without running it")
+    check.add_argument("experiment", help="experiment file or a name in experiments/")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a field, as for run (repeatable)")
 
     sub.add_parser("list", help="list experiment files and registered kinds")
 
@@ -182,6 +196,21 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return jobs.stop_job(args.job_id, args.address)
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Every check `raydl run` / `raydl tune` make before any work, and nothing else."""
+    from raydl.config import experiment_from_data, read_experiment
+
+    data = read_experiment(args.experiment, args.overrides)
+    if "tune" in data:
+        from raydl.tune import load_tune_spec
+
+        load_tune_spec(data)
+    data.pop("tune", None)
+    cfg = experiment_from_data(data)
+    print(f"raydl check: {args.experiment}: a valid {cfg.kind} experiment")
+    return 0
+
+
 def _cmd_list(_: argparse.Namespace) -> int:
     from raydl import registry
     from raydl.config import read_yaml
@@ -274,20 +303,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# Every character str.splitlines() breaks at, written as its escape.
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
+def _one_line(exc: BaseException) -> str:
+    """Errors are written as one line; a line break in one can only come from the user's
+    input (a key or value quoted back), so it is shown escaped."""
+    return str(exc).translate(_LINE_BREAKS)
+
+
 def main(argv: list[str] | None = None) -> int:
     from raydl.checkpoint import CheckpointError
 
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
-                "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit,
+                "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit, "check": _cmd_check,
                 "jobs": _cmd_jobs}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError) as exc:
-        print(f"raydl: error: {exc}", file=sys.stderr)
+        print(f"raydl: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingError as exc:
-        print(f"raydl: error: {exc}", file=sys.stderr)
+        print(f"raydl: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("raydl: interrupted; a checkpoint was written, continue with "

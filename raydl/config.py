@@ -91,6 +91,13 @@ class RunnersConfig:
     resources: dict[str, float] = param(
         default_factory=dict, help="custom Ray resources each runner actor requires"
     )
+    max_restarts: int = param(
+        100, "replace a dead runner actor up to this many times per runner, then fail", ge=0
+    )
+    max_env_errors: int = param(
+        5, "an env that raises in step/reset is recreated (its open episodes dropped); "
+        "stop after this many failures with no successful step in between", ge=1
+    )
 
 
 @dataclass
@@ -221,6 +228,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if isinstance(value, list):  # a list field's bounds hold for each item (layer widths)
+        for i, item in enumerate(value):
+            _check_bounds(item, meta, f"{where}[{i}]")
+        return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     ok = (
@@ -271,6 +282,15 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+# libyaml's parser when PyYAML has it (the same safe loader, ten times faster).
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load: plain data only, never arbitrary Python objects."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``algo.lr=3e-4`` into (["algo", "lr"], 3e-4); the value is read as YAML."""
     if "=" not in text:
@@ -280,9 +300,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
         raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key like algo.lr")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw  # let the field's type decide; a string is a fine guess
+        value = safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, ValueError, RecursionError):
+        # Not YAML (or an int past Python's 4300-digit limit, or nesting past the
+        # recursion limit): let the field's type decide; a string is a fine guess.
+        value = raw
     return parts, value
 
 
@@ -321,12 +343,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit int, [[[[... 2,000 deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML: {reason}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -21,7 +21,7 @@ class ModelConfig:
     arch: Literal["cnn", "resnet18", "resnet34", "resnet50", "lstm", "textcnn", "lstm_lm"] = param(
         "cnn", "network: cnn, resnet18/34/50 (transfer), lstm, textcnn, lstm_lm"
     )
-    channels: list[int] = param(default_factory=lambda: [32, 64], help="cnn: conv widths")
+    channels: list[int] = param(default_factory=lambda: [32, 64], help="cnn: conv widths", ge=1)
     hidden: int = param(128, "cnn: fully connected width; lstm: hidden size", ge=1)
     dropout: float = param(0.25, "dropout probability", ge=0, lt=1)
     layers: int = param(1, "lstm: stacked layers", ge=1)
