@@ -123,6 +123,7 @@ class TuneSection:
     cpus_per_trial: float = param(1.0, "RL kinds: CPUs of the trial's learner (runners add 1 each)", ge=0)
     gpus_per_trial: float = param(0.0, "RL kinds: GPUs (fractions allowed) of the trial's learner", ge=0)
     checkpoint_every: int = param(0, "RL kinds: checkpoint every N iterations (0: at the end; pbt checkpoints itself)", ge=0)
+    max_failures: int = param(0, "retries of a trial that raises (RL kinds restart from their latest checkpoint)", ge=0)
     storage_path: str | None = param(None, "where searches are kept (none: --out, default runs/)")
     name: str | None = param(None, "folder name of this search (none: EXPERIMENT-tune-TIMESTAMP)")
 
@@ -296,15 +297,19 @@ def train_kind_trial(config: dict[str, Any], base: dict[str, Any] | None = None)
 
 
 def trial_bundles(spec: TuneSpec) -> list[dict[str, float]]:
-    """The resources one trial holds: RL: its learner (+1 CPU per runner actor); Ray Train
+    """The resources one trial holds: RL: its learner + one bundle per runner actor (its
+    cpus_per_runner and custom resources, which the actor asks for inside the trial's
+    placement group); Ray Train
     kinds: no CPU (Ray Train reserves its workers' CPUs itself; a CPU held by the trial
     would leave a 2-worker trial waiting forever on a 2-CPU machine). Tune refuses an
     empty bundle, so that one asks for a token byte of memory."""
     cfg, t = spec.cfg, spec.tune
     if cfg.kind in RL_KINDS:
         head = {"CPU": t.cpus_per_trial, **({"GPU": t.gpus_per_trial} if t.gpus_per_trial else {})}
-        runners = getattr(getattr(cfg, "runners", None), "num", 0) or 0
-        return [head] + [{"CPU": 1.0}] * runners
+        runners = getattr(cfg, "runners", None)
+        if runners is None or not runners.num:
+            return [head]
+        return [head] + [{"CPU": runners.cpus_per_runner, **runners.resources}] * runners.num
     return [{"memory": 1.0}]
 
 
@@ -344,10 +349,9 @@ def _fmt(resources: dict[str, float]) -> str:
 
 
 def _cluster() -> tuple[list[dict[str, float]], dict[str, float]]:
-    import ray
+    from raydl.runtime import cluster_resources  # shared with RunnerPool's check
 
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    return nodes, dict(ray.cluster_resources())
+    return cluster_resources()
 
 
 # ----------------------------------------------------------------------------- the search
@@ -433,7 +437,7 @@ def _tuner(spec: TuneSpec, storage: Path, name: str, restore: bool) -> Any:
         checkpoint_frequency=t.checkpoint_every if rl else 0, checkpoint_at_end=rl)
     run_config = tune.RunConfig(
         name=name, storage_path=str(storage.resolve()), stop=_stop(spec) or None,
-        checkpoint_config=checkpoint, verbose=1, failure_config=tune.FailureConfig(max_failures=0),
+        checkpoint_config=checkpoint, verbose=1, failure_config=tune.FailureConfig(max_failures=t.max_failures),
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config), max_concurrent
 
@@ -505,10 +509,41 @@ def _tune_as_data(spec: TuneSpec) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def trial_error(error: BaseException | None) -> str:
+    """A failed trial's root error in one line ('' for none): Ray wraps it in a
+    RayTaskError (or TuneError) whose text is a traceback."""
+    if error is None:
+        return ""
+    root = getattr(error, "cause", None) or error
+    lines = [ln.strip() for ln in str(root).strip().splitlines() if ln.strip()]
+    return f"{type(root).__name__}: {lines[-1] if lines else ''}".strip().rstrip(":")
+
+
+def trial_table_rows(results: Any) -> list[dict[str, Any]]:
+    """One row per trial, failed ones included (Tune's own dataframe leaves out trials
+    that never reported): status, error, the sampled config, the last metrics."""
+    rows = []
+    for result in results:
+        metrics = {k: v for k, v in (result.metrics or {}).items()
+                   if isinstance(v, (int, float, str, bool)) and k != "config"}
+        row: dict[str, Any] = {"trial": Path(result.path).name if result.path else "",
+                               "status": "ERROR" if result.error is not None else "TERMINATED",
+                               "error": trial_error(result.error)}
+        row.update({f"config/{k}": v for k, v in (result.config or {}).items()})
+        row.update(metrics)
+        rows.append(row)
+    return rows
+
+
+def trials_table(results: Any) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(trial_table_rows(results))
+
+
 def write_outputs(spec: TuneSpec, results: Any, folder: Path) -> str:
     """trials.csv, best.yaml and trials.png; returns the one-line summary."""
-    frame = results.get_dataframe()
-    frame.to_csv(folder / TRIALS_CSV, index=False)
+    trials_table(results).to_csv(folder / TRIALS_CSV, index=False)
     metric, mode = spec.metric, spec.mode
     try:
         best = results.get_best_result(metric=metric, mode=mode, scope="all")

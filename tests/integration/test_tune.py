@@ -121,3 +121,27 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_pat
     for name, count in before.items():
         assert len(after[name]) == count  # finished trials were not run again
     assert (folder / BEST_YAML).is_file()
+
+
+def test_a_trial_that_raises_is_retried_and_the_search_completes(tmp_path: Path) -> None:
+    import pandas as pd
+
+    # lr 1e30 drives the Q-network to inf within a few updates; `nonfinite: stop` turns
+    # that into a TrainingError in the trial, every time it is tried.
+    results = tune_experiment(
+        "tune_dqn_cartpole",
+        ["stop.env_steps=1500", "algo.steps_per_iteration=500", "algo.learning_starts=200",
+         "algo.hidden=[16]", "algo.nonfinite=stop", "tune.scheduler.type=fifo",
+         "tune.space={algo.lr: {grid: [1.0e-3, 1.0e+30]}}", "tune.max_failures=1"],
+        num_samples=1, out=tmp_path / "tune", echo=False)
+    assert len(results) == 2
+    errored = [r for r in results if r.error is not None]
+    assert len(errored) == 1 and errored[0].config["algo.lr"] == 1e30
+    fine = [r for r in results if r.error is None]
+    assert fine[0].metrics["env_steps"] == 1500  # the other trial was not disturbed
+    # tried twice: once, and once more per tune.max_failures
+    assert "Failure # 2" in (Path(errored[0].path) / "error.txt").read_text()
+    table = pd.read_csv(_search_dir(tmp_path / "tune") / TRIALS_CSV)
+    assert sorted(table["status"]) == ["ERROR", "TERMINATED"]
+    (message,) = table.loc[table["status"] == "ERROR", "error"]
+    assert message.startswith("TrainingError: ") and "algo.nonfinite" in message
