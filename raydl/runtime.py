@@ -45,11 +45,14 @@ def resolve_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, state_api: bool = False) -> None:
     """Start or join Ray once per process, quietly.
 
     Embedded Ray binds to 127.0.0.1 and runs no dashboard; joining a cluster started
     with `ray start --head` uses the token Ray wrote there (token auth is on by default).
+    `state_api` starts the embedded Ray's dashboard server (on 127.0.0.1, behind the
+    token) because Ray's State API lives there: Ray Train inside Tune needs it, see
+    raydl.tune.
     """
     address = resolve_address(address)
     if address:
@@ -90,7 +93,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 # whatever `ray start` cluster happens to run on this machine.
                 address="local",
                 num_cpus=num_cpus,
-                include_dashboard=False,
+                include_dashboard=state_api,
+                dashboard_host="127.0.0.1",
                 _node_ip_address="127.0.0.1",
                 **common,
             )

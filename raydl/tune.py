@@ -476,7 +476,11 @@ def tune_experiment(
             spec.tune.num_samples = num_samples
         storage = Path(spec.tune.storage_path or out)
         name = spec.tune.name or f"{spec.name}-tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    init_ray(address)
+    # A Ray Train trial that Tune stops early (ASHA) dies with its Train controller, and
+    # Ray Train frees the workers' placement group only through a cleaner actor that
+    # watches the controller with Ray's State API, served by the dashboard. Without it
+    # each stopped trial keeps its workers' CPUs for good and the search stalls.
+    init_ray(address, state_api=spec.cfg.kind not in RL_KINDS)
     tuner, max_concurrent = _tuner(spec, storage, name, restore=resume is not None)
     folder = storage / name
     if resume is None:

@@ -77,6 +77,34 @@ def test_pbt_exploits_a_checkpoint_and_the_trial_continues_from_it(tmp_path: Pat
     assert later[-1]["env_steps"] >= source_iter * 1000
 
 
+def test_a_trial_that_raises_is_retried_and_the_search_completes(tmp_path: Path) -> None:
+    import pandas as pd
+
+    # lr 1e30 drives the Q-network to inf within a few updates; `nonfinite: stop` turns
+    # that into a TrainingError in the trial, every time it is tried.
+    results = tune_experiment(
+        "tune_dqn_cartpole",
+        ["stop.env_steps=1500", "algo.steps_per_iteration=500", "algo.learning_starts=200",
+         "algo.hidden=[16]", "algo.nonfinite=stop", "tune.scheduler.type=fifo",
+         "tune.space={algo.lr: {grid: [1.0e-3, 1.0e+30]}}", "tune.max_failures=1"],
+        num_samples=1, out=tmp_path / "tune", echo=False)
+    assert len(results) == 2
+    errored = [r for r in results if r.error is not None]
+    assert len(errored) == 1 and errored[0].config["algo.lr"] == 1e30
+    fine = [r for r in results if r.error is None]
+    assert fine[0].metrics["env_steps"] == 1500  # the other trial was not disturbed
+    # tried twice: once, and once more per tune.max_failures
+    assert "Failure # 2" in (Path(errored[0].path) / "error.txt").read_text()
+    table = pd.read_csv(_search_dir(tmp_path / "tune") / TRIALS_CSV)
+    assert sorted(table["status"]) == ["ERROR", "TERMINATED"]
+    (message,) = table.loc[table["status"] == "ERROR", "error"]
+    assert message.startswith("TrainingError: ") and "algo.nonfinite" in message
+
+
+# Runs after the RL searches on purpose: the session's embedded Ray has no State API, and
+# a Ray Train trial ended by Tune can keep its workers' placement group on such a Ray (see
+# raydl.tune: `raydl tune` starts the State API for these kinds; this shared session
+# cannot). Tests that need the session's CPUs come before it.
 def test_a_ray_train_trial_with_two_workers_inside_tune(tmp_path: Path) -> None:
     results = tune_experiment("tune_cnn_digits", ["train.epochs=2", "tune.scheduler.max_t=2",
                                                    "tune.scheduler.grace_period=1"],
@@ -121,27 +149,3 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_pat
     for name, count in before.items():
         assert len(after[name]) == count  # finished trials were not run again
     assert (folder / BEST_YAML).is_file()
-
-
-def test_a_trial_that_raises_is_retried_and_the_search_completes(tmp_path: Path) -> None:
-    import pandas as pd
-
-    # lr 1e30 drives the Q-network to inf within a few updates; `nonfinite: stop` turns
-    # that into a TrainingError in the trial, every time it is tried.
-    results = tune_experiment(
-        "tune_dqn_cartpole",
-        ["stop.env_steps=1500", "algo.steps_per_iteration=500", "algo.learning_starts=200",
-         "algo.hidden=[16]", "algo.nonfinite=stop", "tune.scheduler.type=fifo",
-         "tune.space={algo.lr: {grid: [1.0e-3, 1.0e+30]}}", "tune.max_failures=1"],
-        num_samples=1, out=tmp_path / "tune", echo=False)
-    assert len(results) == 2
-    errored = [r for r in results if r.error is not None]
-    assert len(errored) == 1 and errored[0].config["algo.lr"] == 1e30
-    fine = [r for r in results if r.error is None]
-    assert fine[0].metrics["env_steps"] == 1500  # the other trial was not disturbed
-    # tried twice: once, and once more per tune.max_failures
-    assert "Failure # 2" in (Path(errored[0].path) / "error.txt").read_text()
-    table = pd.read_csv(_search_dir(tmp_path / "tune") / TRIALS_CSV)
-    assert sorted(table["status"]) == ["ERROR", "TERMINATED"]
-    (message,) = table.loc[table["status"] == "ERROR", "error"]
-    assert message.startswith("TrainingError: ") and "algo.nonfinite" in message
