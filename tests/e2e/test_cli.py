@@ -300,16 +300,6 @@ def test_supervised_run_ensemble_eval_and_viz(tmp_path: Path) -> None:
     members = sorted((run / "checkpoints").glob("epoch_*"))
     assert [m.name for m in members] == ["epoch_000001", "epoch_000002"]
 
-    # A copy whose newest epoch checkpoint was cut short: --resume says so in one line
-    # naming the file (exit 2), read on the driver before any worker starts.
-    broken = tmp_path / "broken"
-    shutil.copytree(run, broken)
-    model = broken / "checkpoints" / "epoch_000002" / "model.pt"
-    model.write_bytes(model.read_bytes()[:5000])
-    proc = raydl("run", "--resume", str(broken), "--no-progress", cwd=tmp_path, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"raydl: error: {model}: cannot load checkpoint file")
     proc = raydl("eval", *map(str, members), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "raydl eval: 270 test examples, ensemble of 2 accuracy" in proc.stdout

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raydl.checkpoint import CheckpointError
 from raydl.cli import main
 from raydl.config import ConfigError
 from tests.made_data import image_folder, write_idx
@@ -38,23 +40,9 @@ def _epochs(run_dir: Path) -> list[int]:
     return [r["epoch"] for r in read_metrics(run_dir)]
 
 
-def test_cnn_digits_epoch_checkpoint_and_resume(tmp_path: Path) -> None:
-    first = train("cnn_digits", QUIET + ["train.epochs=1"], out=tmp_path, progress=False, echo=False)
-    m = first.metrics
-    assert m["workers"] == 2 and m["epoch"] == 1 and m["restores"] == 0
-    assert 0.3 < m["val_accuracy"] <= 1.0 and "test_accuracy" in m  # the last epoch is tested
-    assert first.checkpoint is not None and first.checkpoint.name == "epoch_000001"
-    assert (first.checkpoint / "model.pt").is_file()
-
-    second = train(resume=first.run_dir, overrides=["train.epochs=3"], progress=False, echo=False)
-    assert _epochs(first.run_dir) == [1, 2, 3]  # continued, nothing repeated
-    assert second.metrics["restores"] == 1
-    assert second.metrics["val_accuracy"] > m["val_accuracy"]
-    state = json.loads((second.checkpoint / "state.json").read_text())
-    assert state["epoch"] == 3
-
-
-def test_a_killed_worker_is_recovered_from_the_newest_checkpoint(tmp_path: Path) -> None:
+def test_killed_worker_recovery_then_resume_and_a_corrupted_checkpoint(tmp_path: Path) -> None:
+    """One 5-epoch fit serves three checks (each fit pays Ray Train's start-up): a worker
+    killed mid-epoch, `--resume` of the finished run, and a cut-short checkpoint."""
     # Small batches make each epoch last a few seconds, so the kill lands mid-epoch.
     args = QUIET + ["train.epochs=5", "train.batch_size=4", "scaling.max_failures=2"]
     result: dict = {}
@@ -93,11 +81,30 @@ def test_a_killed_worker_is_recovered_from_the_newest_checkpoint(tmp_path: Path)
     run = result["run"]
     assert _epochs(run.run_dir) == [1, 2, 3, 4, 5]
     assert run.metrics["restores"] >= 1  # the group restarted from a checkpoint
+    m = run.metrics
+    assert m["workers"] == 2 and 0.3 < m["val_accuracy"] <= 1.0 and "test_accuracy" in m
+    assert run.checkpoint is not None and run.checkpoint.name == "epoch_000005"
     epoch_s = [r["epoch_time_s"] for r in rows_at_kill]
     print(f"\nworker killed after epoch {rows_at_kill[-1]['epoch']} rows; new worker group "
           f"after {group_up_s if group_up_s is not None else float('nan'):.1f}s, its first "
           f"epoch row after {first_row_s if first_row_s is not None else float('nan'):.1f}s "
           f"(an epoch's training takes {sum(epoch_s) / len(epoch_s):.1f}s)")
+
+    # A copy whose newest epoch checkpoint was cut short: resuming it is one line naming
+    # the file, read on the driver before any worker starts.
+    broken = tmp_path / "broken"
+    shutil.copytree(run.run_dir, broken)
+    model = broken / "checkpoints" / "epoch_000005" / "model.pt"
+    model.write_bytes(model.read_bytes()[:5000])
+    with pytest.raises(CheckpointError) as err:  # the CLI's exit 2, like a ConfigError
+        train(resume=broken, progress=False, echo=False)
+    assert str(err.value).startswith(f"{model}: cannot load checkpoint file") and "\n" not in str(err.value)
+
+    # The finished run resumed for one more epoch: continued, nothing repeated.
+    second = train(resume=run.run_dir, overrides=["train.epochs=6"], progress=False, echo=False)
+    assert _epochs(run.run_dir) == [1, 2, 3, 4, 5, 6]
+    assert second.metrics["restores"] == m["restores"] + 1
+    assert json.loads((second.checkpoint / "state.json").read_text())["epoch"] == 6
 
 
 def test_language_model_epoch_reports_bits_per_character(

@@ -122,7 +122,7 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_pat
     env = {**os.environ, "RAY_ADDRESS": ""}
     args = [sys.executable, "-m", "raydl", "tune", "tune_dqn_cartpole", "--out", str(out), "--num-samples", "4",
             "--set", "tune.max_concurrent=1", "--set", "tune.scheduler.type=fifo",
-            "--set", "stop.env_steps=1500", "--set", "algo.steps_per_iteration=500", "--set", "algo.hidden=[32]"]
+            "--set", "stop.env_steps=1000", "--set", "algo.steps_per_iteration=500", "--set", "algo.hidden=[32]"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 240
     finished: dict[str, list[dict]] = {}
