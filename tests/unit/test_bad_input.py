@@ -176,14 +176,20 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-@settings(max_examples=1200, **SETTINGS)
-@given(data=st.data())
-def test_every_broken_experiment_is_one_line_with_exit_code_2(data: st.DataObject) -> None:
+def _draw_broken(data: st.DataObject) -> tuple[str, str, Any, Path]:
+    """(experiment name, broken key, its bad value, the broken file)."""
     name = data.draw(st.sampled_from(sorted(EXPERIMENTS)))
     key, value = data.draw(_breakages(name))
     doc = copy.deepcopy(EXPERIMENTS[name])
     _set(doc, key, value)
-    as_file = cli("check", str(write(dump(doc))))
+    return name, key, value, write(dump(doc))
+
+
+@settings(max_examples=1200, **SETTINGS)
+@given(data=st.data())
+def test_every_broken_experiment_is_one_line_with_exit_code_2(data: st.DataObject) -> None:
+    name, key, value, path = _draw_broken(data)
+    as_file = cli("check", str(path))
     assert_clean(*as_file, must_fail=True)
     # the same breakage as a --set override on the untouched experiment
     assert_clean(*cli("check", name, "--set", f"{key}={dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"),
@@ -193,11 +199,7 @@ def test_every_broken_experiment_is_one_line_with_exit_code_2(data: st.DataObjec
 @settings(max_examples=25, **SETTINGS)
 @given(data=st.data())
 def test_run_refuses_broken_experiments_with_the_same_line(data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(sorted(EXPERIMENTS)))
-    key, value = data.draw(_breakages(name))
-    doc = copy.deepcopy(EXPERIMENTS[name])
-    _set(doc, key, value)
-    path = write(dump(doc))
+    _, _, _, path = _draw_broken(data)
     checked = cli("check", str(path))
     assert_clean(*checked, must_fail=True)
     out = WORKDIR / "runs"
