@@ -6,6 +6,9 @@ A checkpoint is a directory ``checkpoints/iter_000042/`` holding:
   state.json   counters, schedule position, RNG states
   config.yaml  the resolved experiment, so the checkpoint alone can be evaluated
 
+The fit kinds' epoch checkpoints (``checkpoints/epoch_000003/``, written by Ray Train)
+end with the same state.json, so one rule finds the newest checkpoint of any run.
+
 It is written into a hidden temporary directory first and renamed into place, so a
 crash mid-write leaves the previous checkpoint as the newest complete one.
 """
@@ -24,13 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from raydl.errors import CheckpointError, ConfigError, message_line
+
 _NAME = re.compile(r"^iter_(\d{6,})$")
 _OLD = re.compile(r"^\.old-iter_(\d{6,})-\d+$")  # the previous copy during a rewrite
 COMPLETE_MARKER = "state.json"  # written last: a directory without it is not a checkpoint
-
-
-class CheckpointError(RuntimeError):
-    """A missing, truncated or tampered checkpoint; the message names the file."""
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -55,6 +56,26 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     for iteration, path in orphans.items():
         found.setdefault(iteration, path)
     return [found[i] for i in sorted(found)]
+
+
+def latest_epoch_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete epoch checkpoint (``checkpoints/epoch_*``, kept by Ray Train
+    for the fit kinds) of a run directory, if any."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return None
+    found = sorted(p for p in root.glob("epoch_*") if (p / COMPLETE_MARKER).is_file())
+    return found[-1] if found else None
+
+
+def newest_checkpoint(path: Path) -> Path:
+    """`path` itself if it is a checkpoint, else the newest checkpoint of run directory
+    `path` (epoch_* of the fit kinds, iter_* of the stepped ones)."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such checkpoint or run directory")
+    if (path / COMPLETE_MARKER).is_file():
+        return path
+    return latest_epoch_checkpoint(path) or latest_checkpoint(path)
 
 
 def latest_checkpoint(path: Path) -> Path:
@@ -141,7 +162,7 @@ def load_torch(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = message_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "refused: it contains objects other than tensors (possible pickle payload)"
         raise CheckpointError(f"{path}: cannot load checkpoint file: {reason}") from None
@@ -160,8 +181,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot load checkpoint file: {reason}") from None
+        raise CheckpointError(f"{path}: cannot load checkpoint file: {message_line(exc)}") from None
 
 
 def save_json(obj: Any, path: Path) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import typing
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
-from raydl.config import ConfigError, TrainingError
+from raydl.errors import CheckpointError, ConfigError, TrainingError, one_line
 
 EXIT_USAGE = 2  # bad input: config errors, unknown names, unusable paths
 EXIT_FAILED = 1  # training itself failed (after any retries)
@@ -23,15 +24,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help=text)
+
+
 @functools.lru_cache(maxsize=1)  # built once per process; parse_args leaves it as it was
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="raydl", description="Train RL agents and deep models on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_run_and_tune(sub)
+    _add_cluster_commands(sub)
+    check = sub.add_parser("check", help="check an experiment (and its tune: section) without running it")
+    check.add_argument("experiment", help="experiment file or a name in experiments/")
+    _overrides(check, "override a field, as for run (repeatable)")
+    sub.add_parser("list", help="list experiment files and registered kinds")
+    _add_checkpoint_commands(sub)
+    return p
 
+
+def _add_run_and_tune(sub: Any) -> None:
     run = sub.add_parser("run", help="train an experiment until its stop criterion")
     run.add_argument("experiment", nargs="?", help="experiment file, or a name in experiments/")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a field, e.g. --set algo.lr=3e-4 (repeatable)")
+    _overrides(run, "override a field, e.g. --set algo.lr=3e-4 (repeatable)")
     run.add_argument("--out", default="runs", help="parent directory of run directories")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
@@ -39,19 +54,19 @@ def _parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="search an experiment's tune: space with Ray Tune")
     tune.add_argument("experiment", nargs="?", help="experiment file with a tune: section, or its name")
-    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a field of the experiment (or of tune.*) before searching")
+    _overrides(tune, "override a field of the experiment (or of tune.*) before searching")
     tune.add_argument("--num-samples", type=int, help="trials to sample (default: tune.num_samples)")
     tune.add_argument("--out", default="runs", help="parent directory of searches (tune.storage_path wins)")
     tune.add_argument("--resume", metavar="SEARCH_DIR", help="continue an interrupted search")
     tune.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
 
+
+def _add_cluster_commands(sub: Any) -> None:
     submit = sub.add_parser("submit", help="run (or --tune) an experiment as a job on a Ray cluster")
     submit.add_argument("experiment", help="experiment file inside --working-dir, or a built-in name")
     submit.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265 "
                         "(default: $RAY_API_SERVER_ADDRESS, else an http $RAY_ADDRESS)")
-    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field (repeatable), checked here before submitting")
+    _overrides(submit, "override a field (repeatable), checked here before submitting")
     submit.add_argument("--tune", action="store_true", help="run `raydl tune` instead of `raydl run`")
     submit.add_argument("--num-samples", type=int, help="with --tune: trials to sample")
     submit.add_argument("--working-dir", default=".",
@@ -77,13 +92,8 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--follow", action="store_true", help="keep printing until the job ends")
         cmd.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265")
 
-    check = sub.add_parser("check", help="check an experiment (and its tune: section) without running it")
-    check.add_argument("experiment", help="experiment file or a name in experiments/")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a field, as for run (repeatable)")
 
-    sub.add_parser("list", help="list experiment files and registered kinds")
-
+def _add_checkpoint_commands(sub: Any) -> None:
     ev = sub.add_parser("eval", help="play episodes (RL), test a classifier or an ensemble, "
                         "or generate text with a language model")
     ev.add_argument("checkpoint", nargs="+",
@@ -109,29 +119,31 @@ def _parser() -> argparse.ArgumentParser:
     viz.add_argument("checkpoint", help="a classifier checkpoint or run directory (latest)")
     viz.add_argument("--image", type=Path, required=True, help="the image to look at")
     viz.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
-    return p
+
+
+def _checkpoint_kind(text: str) -> tuple[Path, Any]:
+    """(checkpoint directory, its experiment) of a checkpoint or run directory (newest)."""
+    from raydl.checkpoint import newest_checkpoint
+    from raydl.config import load_experiment
+
+    directory = newest_checkpoint(Path(text))
+    return directory, load_experiment(directory / "config.yaml")
 
 
 def _cmd_viz(args: argparse.Namespace) -> int:
-    from raydl.sl.evaluate import load_checkpoint
-    from raydl.sl.viz import write_visualizations
+    from raydl import registry
 
-    directory = _resolve_checkpoint(args.checkpoint)
-    if not args.image.is_file():
-        raise ConfigError(f"--image {args.image}: no such file")
-    loaded = load_checkpoint(directory)
-    if loaded.cfg.kind != "classify":
-        raise ConfigError(f"{directory}: viz needs an image classifier, this is {loaded.cfg.kind}")
-    written = write_visualizations(loaded, args.image, args.out)
-    for path in written:
-        print(path)
-    print(f"raydl viz: {len(written) - 1} activation grids and the first layer's filters in {args.out}")
+    directory, cfg = _checkpoint_kind(args.checkpoint)
+    viz = registry.entry_point(cfg.kind, "visualize")
+    if viz is None:
+        raise ConfigError(f"{directory}: viz needs an image classifier, this is {cfg.kind}; "
+                          f"allowed kinds: {', '.join(registry.kinds_with('visualize'))}")
+    viz(directory, args.image, args.out)
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from raydl.gen.scoring import save_grid
-    from raydl.gen.trainer import load_generator, sample_images
+    from raydl import registry
 
     if args.n < 1:
         raise ConfigError(f"--n: expected an integer >= 1, got {args.n}")
@@ -141,11 +153,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: expected a .png file name")
     if not args.out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
-    directory = _resolve_checkpoint(args.checkpoint)
-    cfg, net = load_generator(directory)
-    images = sample_images(cfg, net, args.n, seed=args.seed)
-    save_grid(images, args.out, nrow=args.nrow)
-    print(f"raydl sample: {args.n} images of {cfg.title} from {directory} in {args.out}")
+    directory, cfg = _checkpoint_kind(args.checkpoint)
+    sample = registry.entry_point(cfg.kind, "sample")
+    if sample is None:
+        raise ConfigError(f"{directory}: not a generative checkpoint (kind {cfg.kind}); "
+                          f"allowed kinds: {', '.join(registry.kinds_with('sample'))}")
+    sample(directory, args.n, args.seed, args.nrow, args.out)
     return 0
 
 
@@ -198,15 +211,17 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Every check `raydl run` / `raydl tune` make before any work, and nothing else."""
+    from raydl import registry
     from raydl.config import experiment_from_data, read_experiment
 
     data = read_experiment(args.experiment, args.overrides)
     if "tune" in data:
         from raydl.tune import load_tune_spec
 
-        load_tune_spec(data)
-    data.pop("tune", None)
-    cfg = experiment_from_data(data)
+        cfg = load_tune_spec(data).cfg  # the experiment's check step included
+    else:
+        cfg = experiment_from_data(data)
+        registry.check(cfg)
     print(f"raydl check: {args.experiment}: a valid {cfg.kind} experiment")
     return 0
 
@@ -227,95 +242,29 @@ def _cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_checkpoint(text: str) -> Path:
-    """A checkpoint directory, or the newest checkpoint of a run directory (RL runs keep
-    checkpoints/iter_*, supervised runs checkpoints/epoch_*)."""
-    from raydl import checkpoint as ckpt
-    from raydl.sl.trainer import latest_epoch_checkpoint
-
-    path = Path(text)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such checkpoint or run directory")
-    if (path / ckpt.COMPLETE_MARKER).is_file():
-        return path
-    return latest_epoch_checkpoint(path) or ckpt.latest_checkpoint(path)
-
-
-def _eval_supervised(args: argparse.Namespace, directories: list[Path]) -> int:
-    from raydl.sl.evaluate import evaluate_classifiers, generate, load_checkpoint
-
-    models = [load_checkpoint(d) for d in directories]
-    if models[0].cfg.kind == "language_model":
-        if len(models) > 1:
-            raise ConfigError("eval: give one language-model checkpoint")
-        if args.generate < 1:
-            raise ConfigError("eval: a language model needs --generate N (characters to print)")
-        print(generate(models[0], args.prompt, args.generate, args.temperature, args.seed))
-        return 0
-    if any(m.cfg.kind != "classify" for m in models):
-        raise ConfigError("eval: an ensemble takes classifier checkpoints only")
-    report = evaluate_classifiers(models)
-    for d, acc in zip(directories, report["accuracies"]):
-        print(f"{d}: {report['split']} accuracy {acc:.4f}")
-    line = f"raydl eval: {report['examples']} {report['split']} examples"
-    if len(models) > 1:
-        line += f", ensemble of {len(models)} accuracy {report['ensemble_accuracy']:.4f}"
-        line += f" (best single {max(report['accuracies']):.4f})"
-    else:
-        line += f", accuracy {report['accuracies'][0]:.4f}"
-    print(line)
-    return 0
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
     from raydl import registry
+    from raydl.checkpoint import newest_checkpoint
     from raydl.config import load_experiment
-    from raydl.envs.atari import is_atari
-    from raydl.rl.evaluate import evaluate
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
-    directories = [_resolve_checkpoint(c) for c in args.checkpoint]
+    directories = [newest_checkpoint(Path(c)) for c in args.checkpoint]
     cfg = load_experiment(directories[0] / "config.yaml")
-    if cfg.kind in ("classify", "language_model"):
-        return _eval_supervised(args, directories)
-    if cfg.kind in ("gan", "vae"):
+    evaluate = registry.entry_point(cfg.kind, "evaluate")
+    if evaluate is None:
         raise ConfigError(f"eval: {directories[0]} is a {cfg.kind} checkpoint; sample it with "
                           "`raydl sample CHECKPOINT --n 64 --out grid.png`")
-    if len(directories) > 1:
-        raise ConfigError("eval: RL checkpoints are evaluated one at a time")
-    directory = directories[0]
-    epsilon = args.epsilon
-    if epsilon is None:
-        epsilon = 0.05 if is_atari(cfg.env) else 0.0
-    net = registry.algorithm_class(cfg.kind).load_policy(directory, cfg)
-    result = evaluate(cfg.env, net, args.episodes, seed=args.seed, epsilon=epsilon,
-                      gif=args.gif, atari=getattr(cfg, "atari", None))
-    for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
-        print(f"episode {i + 1}: return {ret:.1f}, length {length}")
-    print(
-        f"raydl eval: {cfg.env}, {len(result.returns)} episodes, return mean "
-        f"{result.mean:.1f} (min {min(result.returns):.1f}, max {max(result.returns):.1f})"
-        + (f"; gif in {result.gif}" if result.gif else "")
-    )
+    options = registry.EvalOptions(
+        episodes=args.episodes, gif=args.gif, epsilon=args.epsilon, seed=args.seed,
+        generate=args.generate, prompt=args.prompt, temperature=args.temperature)
+    evaluate(cfg, directories, options)
     return 0
 
 
-# Every character str.splitlines() breaks at, written as its escape.
-_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
-
-
-def _one_line(exc: BaseException) -> str:
-    """Errors are written as one line; a line break in one can only come from the user's
-    input (a key or value quoted back), so it is shown escaped."""
-    return str(exc).translate(_LINE_BREAKS)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from raydl.checkpoint import CheckpointError
-
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
                 "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit, "check": _cmd_check,
@@ -323,10 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError) as exc:
-        print(f"raydl: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"raydl: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingError as exc:
-        print(f"raydl: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"raydl: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("raydl: interrupted; a checkpoint was written, continue with "

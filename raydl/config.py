@@ -21,20 +21,13 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from raydl.errors import ConfigError
+
 T = TypeVar("T")
 
 # Numbers written as strings are accepted for numeric fields because PyYAML reads `1e-3`
 # (no dot) as a string, a classic trap; anything else that is a string stays an error.
 _NUMBER_RE = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class TrainingError(RuntimeError):
-    """Training itself failed (a worker's error, repeated env failures, a non-finite loss):
-    one line for the user, exit code 1."""
-
-
-class ConfigError(ValueError):
-    """A bad experiment file or override; the message is one line meant for the user."""
 
 
 def param(
@@ -131,6 +124,22 @@ class LogConfig:
     curve: bool = param(True, "write curve.png at each checkpoint and at the end")
 
 
+@dataclass
+class RLExperiment:
+    """What every RL experiment file holds; each kind narrows `kind` and adds `algo`."""
+
+    kind: str = param("dqn", "registry key")
+    env: str = param(
+        "CartPole-v1", "gymnasium environment id (ALE/* for Atari, MODULE:ENV_ID for your own)"
+    )
+    seed: int = param(0, "base seed; runner r and env i derive distinct seeds from it", ge=0)
+    stop: StopConfig = section(StopConfig, "when to stop")
+    runners: RunnersConfig = section(RunnersConfig, "environment runners")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpointing")
+    log: LogConfig = section(LogConfig, "outputs")
+    atari: AtariConfig = section(AtariConfig, "Atari preprocessing (ALE/* envs)")
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -164,27 +173,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return _coerce_union(value, tp, where)
     if origin is Literal:
-        allowed = get_args(tp)
-        if value in allowed and type(value) is type(allowed[0]):
-            return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{where}: {value!r} is not allowed{hint}; allowed: {', '.join(map(repr, allowed))}"
-        )
+        return _coerce_literal(value, get_args(tp), where)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -200,21 +191,49 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         }
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_union(value: Any, tp: Any, where: str) -> Any:
+    """The first member of the union (`X | None`, `bool | Literal[...]`) that takes it."""
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, where)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _coerce_literal(value: Any, allowed: tuple[Any, ...], where: str) -> Any:
+    if value in allowed and type(value) is type(allowed[0]):
+        return value
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"{where}: {value!r} is not allowed{hint}; allowed: {', '.join(map(repr, allowed))}"
+    )
+
+
+def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
+    """bool, int, float (numbers written as strings too: YAML's `1e-3` trap) or str."""
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float) and isinstance(value, str) and _NUMBER_RE.match(value.strip()):
+        value = float(value.replace("_", ""))
     if tp is int:
-        if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
-            value = float(value.replace("_", ""))
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
-            value = float(value.replace("_", ""))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ConfigError(f"{where}: expected a finite number, got {value!r}")
@@ -382,14 +401,37 @@ def read_experiment(source: str | Path | dict[str, Any], overrides: list[str] | 
 
 
 def experiment_from_data(data: dict[str, Any]) -> Any:
-    """The typed experiment of a raw mapping (without a `tune:` section)."""
+    """The typed experiment of a raw mapping (without a `tune:` section): values checked,
+    the kind's own defaults filled in where the mapping leaves a field out. Pure: nothing
+    outside the mapping is looked at (that is the check step, `registry.check`)."""
     from raydl import registry
 
     kind = data.get("kind")
     if kind is None:
         raise ConfigError(f"kind: missing; allowed: {', '.join(registry.kinds())}")
-    config_cls = registry.config_class(kind)
-    return from_dict(config_cls, data)
+    spec = registry.spec(kind)
+    return from_dict(registry.config_class(kind), _with_defaults(data, spec.defaults))
+
+
+def _with_defaults(data: dict[str, Any], defaults: typing.Mapping[str, Any]) -> dict[str, Any]:
+    """`data` with each dotted default set where it is absent (or null); a section that is
+    not a mapping is left for the typed loading to refuse."""
+    if not defaults:
+        return data
+    data = copy.deepcopy(data)
+    for dotted, value in defaults.items():
+        *path, last = dotted.split(".")
+        node: Any = data
+        for part in path:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                break
+        else:
+            if node.get(last) is None:
+                node[last] = value
+    return data
 
 
 def dump_yaml(cfg: Any, path: Path) -> None:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 from raydl.runtime import AUTH_TOKEN_FILE, use_token_auth_if_available
 
 # A run's outputs must outlive the job: its working directory is a cache Ray may delete.
@@ -148,7 +148,9 @@ def build_request(
     env: list[str] | None = None,
     out: str = DEFAULT_CLUSTER_OUT,
 ) -> JobRequest:
-    """Check the experiment as `raydl run|tune` would and build the job; nothing is sent."""
+    """Check the experiment's values as `raydl run|tune` would and build the job; nothing
+    is sent. The check step (env, data, devices) runs on the cluster, whose machines may
+    have what this one lacks."""
     from raydl.config import load_experiment
 
     workdir = Path(working_dir).expanduser().resolve()
@@ -158,7 +160,7 @@ def build_request(
     if tune:
         from raydl.tune import load_tune_spec
 
-        load_tune_spec(local, overrides)
+        load_tune_spec(local, overrides, check=False)
         if num_samples is not None and num_samples < 1:
             raise ConfigError(f"--num-samples: expected an integer >= 1, got {num_samples}")
     else:

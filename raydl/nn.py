@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from raydl.config import TrainingError
+from raydl.errors import TrainingError
 
 Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
 Optimizer = Literal["adam", "sgd", "rmsprop"]

@@ -1,30 +1,103 @@
-"""Kind name -> (experiment config class, algorithm class), imported lazily.
+"""The one place that knows each kind: its spec, and the lookups everything else asks.
 
-Lazy imports keep `raydl list` and config errors fast: torch and Ray load only when a
-kind is actually built.
+A kind's spec names its experiment dataclass, its algorithm, its family, its headline
+metric, the check step that looks at the world before any work, and its entry points
+for `raydl eval | sample | viz`. The names are "module:attribute" strings imported on
+first use, so `raydl list`, `raydl check` and config errors never load torch or Ray for
+kinds they do not touch.
+
+Two families (see docs/architecture.md):
+- stepped: `Algorithm(cfg, checked)` with `step() -> metrics`, `save(dir)`,
+  `restore(dir)`, `runner_infos()`, `close()`, an `iteration` counter and an
+  `optimizer` (the shape of a Ray Tune class trainable); `Algorithm.load_policy(dir,
+  cfg, checked)` gives the greedy policy of a checkpoint. The driver loop (raydl.run)
+  steps it until a stop criterion.
+- fit: `Trainer.fit(cfg, run_dir, resume=..., progress=..., callbacks=...)` runs one
+  blocking Ray Train fit that reports every epoch itself.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 
-# kind -> "module:ConfigClass:AlgorithmClass"
-_KINDS: dict[str, str] = {
-    "dqn": "raydl.rl.dqn:DQNExperiment:DQN",
-    # One experiment class for the actor-critic family; the kind sets the defaults.
-    "a3c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
-    "a2c": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
-    "reinforce": "raydl.rl.a3c:ActorCriticExperiment:ActorCriticAlgorithm",
-    # Supervised and generative kinds run one Ray Train fit per run (their class has `fit`).
-    "classify": "raydl.sl.trainer:SupervisedExperiment:SupervisedTrainer",
-    "language_model": "raydl.sl.trainer:SupervisedExperiment:SupervisedTrainer",
-    "gan": "raydl.gen.trainer:GenerativeExperiment:GenerativeTrainer",
-    "vae": "raydl.gen.trainer:GenerativeExperiment:GenerativeTrainer",
+Family = Literal["stepped", "fit"]
+RETURN = "episode_return_mean"  # mean return of the last 100 training episodes
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What `raydl eval` was asked for, handed to a kind's eval entry point."""
+
+    episodes: int = 10
+    gif: Path | None = None
+    epsilon: float | None = None
+    seed: int = 0
+    generate: int = 0
+    prompt: str = ""
+    temperature: float = 0.8
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """Everything raydl needs to know about one kind; entry points are "module:attr"."""
+
+    name: str
+    family: Family
+    config: str  # the experiment dataclass
+    algorithm: str  # stepped: the algorithm class; fit: the class whose `fit` runs a run
+    check: str  # check(cfg) -> what the algorithm is handed (an env spec, or None)
+    headline: str | Callable[[Any], str]  # the metric runs report and Tune optimizes
+    evaluate: str | None = None  # eval(cfg, checkpoint dirs, EvalOptions) for `raydl eval`
+    sample: str | None = None  # sample(directory, n, seed, nrow, out) for `raydl sample`
+    visualize: str | None = None  # viz(directory, image, out) for `raydl viz`
+    summary: tuple[str, ...] = ()  # metrics the final line shows besides the headline
+    # Defaults that depend on the kind, filled into the raw experiment before loading
+    # (dotted field -> value), so loading never changes a config after the fact.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+_RL_EVAL = "raydl.rl.evaluate:eval_command"
+_DQN = dict(config="raydl.rl.dqn:DQNExperiment", algorithm="raydl.rl.dqn:DQN",
+            check="raydl.rl.dqn:check", headline=RETURN, evaluate=_RL_EVAL)
+_AC = dict(config="raydl.rl.actor_critic:ActorCriticExperiment",
+           algorithm="raydl.rl.actor_critic:ActorCriticAlgorithm",
+           check="raydl.rl.actor_critic:check", headline=RETURN, evaluate=_RL_EVAL)
+_SL = dict(config="raydl.sl.trainer:SupervisedExperiment",
+           algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.trainer:check",
+           evaluate="raydl.sl.evaluate:eval_command", summary=("test_accuracy", "test_bpc"))
+_GEN = dict(config="raydl.gen.trainer:GenerativeExperiment",
+            algorithm="raydl.gen.trainer:GenerativeTrainer", check="raydl.gen.trainer:check",
+            sample="raydl.gen.trainer:sample_command",
+            summary=("classifier_score", "real_classifier_score", "class_coverage",
+                     "frechet_distance", "real_frechet_distance", "inception_fid", "val_loss"))
+
+_SPECS: dict[str, KindSpec] = {
+    spec.name: spec
+    for spec in (
+        KindSpec("dqn", "stepped", **_DQN),
+        # One experiment class for the actor-critic family; the kind sets the defaults.
+        KindSpec("a3c", "stepped", **_AC,
+                 defaults={"algo.asynchronous": True, "algo.returns": "nstep"}),
+        KindSpec("a2c", "stepped", **_AC,
+                 defaults={"algo.asynchronous": False, "algo.returns": "nstep"}),
+        KindSpec("reinforce", "stepped", **_AC,
+                 defaults={"algo.asynchronous": False, "algo.returns": "episode"}),
+        KindSpec("classify", "fit", **_SL, headline="val_accuracy",
+                 visualize="raydl.sl.viz:viz_command"),
+        KindSpec("language_model", "fit", **_SL,
+                 headline=lambda cfg: "val_perplexity" if cfg.data.level == "word" else "val_bpc"),
+        KindSpec("gan", "fit", **_GEN,
+                 headline=lambda cfg: "classifier_score" if cfg.scored else "g_loss"),
+        KindSpec("vae", "fit", **_GEN,
+                 headline=lambda cfg: "classifier_score" if cfg.scored else "val_loss"),
+    )
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
@@ -32,28 +105,60 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 def kinds() -> list[str]:
     """All registered kinds, sorted."""
-    return sorted(_KINDS)
+    return sorted(_SPECS)
 
 
-def _entry(kind: Any) -> tuple[str, str, str]:
-    if not isinstance(kind, str) or kind not in _KINDS:
-        close = difflib.get_close_matches(str(kind), list(_KINDS), n=1)
+def spec(kind: Any) -> KindSpec:
+    """The spec of `kind`, or a one-line ConfigError naming the kinds there are."""
+    if not isinstance(kind, str) or kind not in _SPECS:
+        close = difflib.get_close_matches(str(kind), list(_SPECS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"kind: unknown kind {kind!r}{hint}; allowed: {', '.join(kinds())}")
-    module, config_name, algo_name = _KINDS[kind].split(":")
-    return module, config_name, algo_name
+    return _SPECS[kind]
+
+
+def resolve(reference: str) -> Any:
+    """The object a "module:attr" entry point names (imported now)."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def config_class(kind: Any) -> type:
     """The top-level experiment dataclass of `kind`."""
-    module, config_name, _ = _entry(kind)
-    return getattr(importlib.import_module(module), config_name)
+    return resolve(spec(kind).config)
 
 
-def algorithm_class(kind: Any) -> type:
-    """The algorithm class (setup/step/save/restore) of `kind`."""
-    module, _, algo_name = _entry(kind)
-    return getattr(importlib.import_module(module), algo_name)
+def algorithm_class(kind: Any) -> Any:
+    """The algorithm class (stepped) or trainer class (fit) of `kind`."""
+    return resolve(spec(kind).algorithm)
+
+
+def family(kind: Any) -> Family:
+    return spec(kind).family
+
+
+def headline(cfg: Any) -> str:
+    """The headline metric of an experiment (some kinds' depend on their options)."""
+    value = spec(cfg.kind).headline
+    return value if isinstance(value, str) else value(cfg)
+
+
+def check(cfg: Any) -> Any:
+    """The kind's check step: everything about the world an experiment needs (its env and
+    spaces, data files, weights, CUDA), checked once before any work and before any run
+    directory exists. Returns what the algorithm is handed (an EnvSpec for RL kinds)."""
+    return resolve(spec(cfg.kind).check)(cfg)
+
+
+def entry_point(kind: str, name: Literal["evaluate", "sample", "visualize"]) -> Callable[..., Any] | None:
+    """A kind's `raydl eval | sample | viz` function, or None when it has none."""
+    reference = getattr(spec(kind), name)
+    return resolve(reference) if reference else None
+
+
+def kinds_with(name: Literal["evaluate", "sample", "visualize"]) -> list[str]:
+    """The kinds that have a `raydl eval | sample | viz` entry point."""
+    return [kind for kind in kinds() if getattr(_SPECS[kind], name)]
 
 
 def experiment_files() -> list[Path]:

@@ -1,8 +1,10 @@
-"""The driver loop shared by every kind: setup, step until a stop criterion, checkpoint.
+"""The driver of a run, for every kind: load, check, run directory, then the kind's family.
 
-The algorithm object only needs `step() -> metrics`, `save(dir)`, `restore(dir)` and
-`close()` (the shape of a Ray Tune class trainable); everything about run directories,
-metrics files, progress and stopping lives here, once.
+Stepped kinds (RL) are stepped here until a stop criterion: the algorithm only needs
+`step() -> metrics`, `save(dir)`, `restore(dir)` and `close()` (the shape of a Ray Tune
+class trainable); run directories, metrics files, progress and stopping live here, once.
+Fit kinds run one Ray Train fit that reports each epoch itself; their metrics come back
+from the run's file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,10 +22,11 @@ from typing import Any
 
 from raydl import checkpoint as ckpt
 from raydl import registry
-from raydl.config import ConfigError, StopConfig, dump_yaml, load_experiment
+from raydl.config import StopConfig, dump_yaml, load_experiment
+from raydl.errors import ConfigError
 from raydl.metrics import MetricsWriter, Progress, read_metrics
 
-HEADLINE = "episode_return_mean"
+HEADLINE = registry.RETURN
 # Fields a resumed run may change: how long it goes on and what it writes, not what it is.
 RESUMABLE_OVERRIDES = ("stop.", "checkpoint.", "log.", "train.epochs", "scaling.max_failures")
 
@@ -72,18 +77,15 @@ def _new_run_dir(out: Path, name: str) -> Path:
 
 
 def _load(
-    experiment: str | Path | dict[str, Any] | None,
-    overrides: list[str],
-    out: Path,
-    resume: Path | None,
-) -> tuple[Any, Path, Path | None]:
-    """Resolve (config, run directory, checkpoint to restore) before any work starts."""
+    experiment: str | Path | dict[str, Any] | None, overrides: list[str], resume: Path | None,
+) -> tuple[Any, str, Path | None]:
+    """(config, run name, checkpoint to restore) before any work starts."""
     if resume is None:
         if experiment is None:
             raise ConfigError("run: name an experiment (or --resume RUN_DIR)")
         cfg = load_experiment(experiment, overrides)
         name = Path(str(experiment)).stem if not isinstance(experiment, dict) else cfg.kind
-        return cfg, _new_run_dir(out, name), None
+        return cfg, name, None
     if not (resume / "config.yaml").is_file():
         raise ConfigError(f"--resume {resume}: not a run directory (no config.yaml in it)")
     for text in overrides:
@@ -93,9 +95,9 @@ def _load(
                 + ", ".join(p + "*" for p in RESUMABLE_OVERRIDES)
             )
     cfg = load_experiment(resume / "config.yaml", overrides)
-    if hasattr(registry.algorithm_class(cfg.kind), "fit"):
-        return cfg, resume, resume  # Ray Train finds its own newest checkpoint
-    return cfg, resume, ckpt.latest_checkpoint(resume)
+    if registry.family(cfg.kind) == "fit":
+        return cfg, resume.name, None  # Ray Train finds its own newest checkpoint
+    return cfg, resume.name, ckpt.latest_checkpoint(resume)
 
 
 def train(
@@ -112,29 +114,45 @@ def train(
     from raydl.runtime import init_ray, resolve_address
 
     resume_dir = Path(resume) if resume is not None else None
-    cfg, run_dir, restore_from = _load(experiment, overrides or [], Path(out), resume_dir)
+    cfg, name, restore_from = _load(experiment, overrides or [], resume_dir)
+    checked = registry.check(cfg)  # the world, once, before any run directory exists
+    run_dir = resume_dir or _new_run_dir(Path(out), name)
     dump_yaml(cfg, run_dir / "config.yaml")
-    algo_cls = registry.algorithm_class(cfg.kind)
-    if hasattr(algo_cls, "fit"):
+    show = cfg.log.progress if progress is None else progress
+    if registry.family(cfg.kind) == "fit":
         init_ray(address)
-        show = cfg.log.progress if progress is None else progress
-        return _fit(cfg, algo_cls, run_dir, restore_from is not None, show, echo)
-    try:
+        return _fit(cfg, run_dir, resume_dir is not None, show, echo)
+    with _refusal_cleanup(run_dir, resume_dir is not None):
         if cfg.runners.num > 0 or resolve_address(address):
             init_ray(address)
-        algo = algo_cls(cfg)
+        algo = registry.algorithm_class(cfg.kind)(cfg, checked)
+    (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
+    result = _step_until_stopped(cfg, algo, run_dir, restore_from, show)
+    if echo:
+        print(summary_line(cfg, result), flush=True)
+    return result
+
+
+@contextmanager
+def _refusal_cleanup(run_dir: Path, resuming: bool) -> Iterator[None]:
+    """A ConfigError here is a refusal before any work (runners the cluster cannot hold,
+    a dataset that is not there): a new run leaves no half-made run directory."""
+    try:
+        yield
     except ConfigError:
-        if resume_dir is None:  # refused before any work: leave no half-made run directory
+        if not resuming:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    if hasattr(algo, "runner_infos"):
-        (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
+
+
+def _step_until_stopped(
+    cfg: Any, algo: Any, run_dir: Path, restore_from: Path | None, show: bool,
+) -> RunResult:
+    """Step a stepped algorithm until a stop criterion, writing metrics and checkpoints."""
     writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
     history: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
-    last_ckpt: Path | None = None
-    start = time.monotonic()
-    prior_time = 0.0
+    start, prior_time = time.monotonic(), 0.0
     try:
         if restore_from is not None:
             algo.restore(restore_from)
@@ -143,17 +161,15 @@ def train(
             prior_time = rows[-1]["time_total_s"] if rows else 0.0
             metrics = rows[-1] if rows else {}
         start_steps = int(metrics.get("env_steps", 0))
-        show = cfg.log.progress if progress is None else progress
-        bar = Progress(
-            cfg.stop.env_steps, "env steps", HEADLINE, enabled=show,
-            start_done=start_steps,
-        )
+        bar = Progress(cfg.stop.env_steps, "env steps", HEADLINE, enabled=show,
+                       start_done=start_steps)
 
         def save() -> Path:
             return ckpt.write_checkpoint(
                 run_dir / "checkpoints", algo.iteration, algo.save, cfg.checkpoint.keep
             )
 
+        last_ckpt: Path | None = None
         reason = stop_reason(cfg.stop, metrics, prior_time) if metrics else None
         try:
             while reason is None:
@@ -168,7 +184,7 @@ def train(
                     last_ckpt = save()
                     writer.plot(HEADLINE)
         except KeyboardInterrupt:
-            last_ckpt = save()
+            save()
             bar.close()
             raise
         bar.close()
@@ -179,10 +195,7 @@ def train(
         writer.close()
         algo.close()
     wall = time.monotonic() - start
-    result = RunResult(run_dir, metrics, reason or "", last_ckpt, wall, start_steps, history)
-    if echo:
-        print(summary_line(cfg, result), flush=True)
-    return result
+    return RunResult(run_dir, metrics, reason or "", last_ckpt, wall, start_steps, history)
 
 
 def summary_line(cfg: Any, result: RunResult) -> str:
@@ -198,35 +211,26 @@ def summary_line(cfg: Any, result: RunResult) -> str:
     )
 
 
-def _fit(cfg: Any, algo_cls: Any, run_dir: Path, resume: bool, progress: bool, echo: bool) -> RunResult:
-    """Supervised and generative kinds: one blocking Ray Train fit; metrics come from the
-    run's file."""
+def _fit(cfg: Any, run_dir: Path, resume: bool, progress: bool, echo: bool) -> RunResult:
+    """Fit kinds: one blocking Ray Train fit; metrics come from the run's file."""
     start = time.monotonic()
-    try:
-        algo_cls.fit(cfg, run_dir, resume=resume, progress=progress)
-    except ConfigError:
-        if not resume:  # refused before any work: leave no half-made run directory
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    with _refusal_cleanup(run_dir, resume):
+        registry.algorithm_class(cfg.kind).fit(cfg, run_dir, resume=resume, progress=progress)
     wall = time.monotonic() - start
     rows = read_metrics(run_dir)
     metrics = rows[-1] if rows else {}
     epoch = int(metrics.get("epoch", 0))
     if epoch >= cfg.train.epochs:
         reason = f"epochs {cfg.train.epochs} reached"
-    elif getattr(cfg.train, "early_stop_patience", 0):
-        watched, _ = cfg.watched
-        reason = f"early stopping: no {watched} improvement in {cfg.train.early_stop_patience} epochs"
+    elif metrics.get("early_stopped"):
+        reason = f"early stopping: no {metrics['early_stopped']} improvement in " \
+                 f"{cfg.train.early_stop_patience} epochs"
     else:
         reason = f"ended at epoch {epoch}"
-    from raydl.sl.trainer import latest_epoch_checkpoint
-
-    result = RunResult(run_dir, metrics, reason, latest_epoch_checkpoint(run_dir), wall, 0, rows)
+    result = RunResult(run_dir, metrics, reason, ckpt.latest_epoch_checkpoint(run_dir), wall, 0, rows)
     if echo:
-        shown = ", ".join(
-            f"{k} {metrics[k]:.4g}" for k in dict.fromkeys((cfg.headline, *cfg.summary_keys))
-            if isinstance(metrics.get(k), float)
-        )
+        keys = dict.fromkeys((registry.headline(cfg), *registry.spec(cfg.kind).summary))
+        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), float))
         print(
             f"raydl: {cfg.title} stopped ({reason}) after "
             f"{epoch} epochs on {cfg.scaling.workers} workers, {wall:.1f}s; {shown or '-'}; "

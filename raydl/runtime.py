@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 
 # Set before Ray is imported anywhere: no usage-stats banner, no pages of deduplication
 # notes; these only silence chatter, errors still surface.

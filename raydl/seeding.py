@@ -21,6 +21,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def global_rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's global generator states, JSON-ready (a checkpoint
+    restores them, so a resumed in-driver run continues bit for bit)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Set the generators back to a `global_rng_state()`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
 def runner_seed(base: int, runner_index: int) -> int:
     """The seed of runner `runner_index` (-1: the driver's in-process runner)."""
     return base + RUNNER_STRIDE * (runner_index + 1)

@@ -10,12 +10,13 @@ space over any field by its dotted name, the scheduler and the search algorithm:
       scheduler: {type: asha, grace_period: 2, max_t: 20}
 
 Trials:
-- RL kinds (dqn, a3c, a2c, reinforce) are a class trainable over the algorithm's own
-  `step` / `save` / `restore`: the checkpoints PBT copies are the CLI's checkpoints,
-  replay buffer included.
-- Ray Train kinds (classify, language_model, gan, vae) are a function trainable that
-  builds the TorchTrainer inside the trial (Ray 2.60's Train V2 way) and reports each
-  epoch to Tune through TuneReportCallback.
+- stepped kinds (RL) are a class trainable over the algorithm's own `step` / `save` /
+  `restore`: the checkpoints PBT copies are the CLI's checkpoints, replay buffer included.
+- fit kinds (Ray Train) are a function trainable that builds the TorchTrainer inside the
+  trial (Ray 2.60's Train V2 way) and reports each epoch to Tune through
+  TuneReportCallback.
+The experiment's check step runs once, before the search; its result (the env spec) is
+handed to every trial.
 
 Outputs under STORAGE/NAME: Tune's experiment state (so `--resume` continues without
 rerunning finished trials), `trials.csv`, `best.yaml` (a ready-to-run experiment) and
@@ -33,7 +34,6 @@ from typing import Any, Literal
 
 from raydl import registry
 from raydl.config import (
-    ConfigError,
     dump_yaml,
     experiment_from_data,
     from_dict,
@@ -41,8 +41,8 @@ from raydl.config import (
     read_experiment,
     section,
 )
+from raydl.errors import ConfigError
 
-RL_KINDS = ("dqn", "a3c", "a2c", "reinforce")
 TRIALS_CSV, BEST_YAML, TRIALS_PNG = "trials.csv", "best.yaml", "trials.png"
 
 
@@ -136,10 +136,15 @@ class TuneSpec:
     base: dict[str, Any]
     cfg: Any
     tune: TuneSection = field(default_factory=TuneSection)
+    checked: Any = None  # what the kind's check step returned (an env spec for RL kinds)
 
     @property
     def metric(self) -> str:
-        return self.tune.metric or headline(self.cfg)
+        return self.tune.metric or registry.headline(self.cfg)
+
+    @property
+    def stepped(self) -> bool:
+        return registry.family(self.cfg.kind) == "stepped"
 
     @property
     def mode(self) -> str:
@@ -147,10 +152,6 @@ class TuneSpec:
             return self.tune.mode
         lower = ("loss", "bpc", "perplexity", "distance", "fid")
         return "min" if any(w in self.metric for w in lower) else "max"
-
-
-def headline(cfg: Any) -> str:
-    return getattr(cfg, "headline", "episode_return_mean")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -190,8 +191,11 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def load_tune_spec(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TuneSpec:
-    """The experiment and its `tune:` section, every field and value checked up front."""
+def load_tune_spec(
+    source: str | Path | dict[str, Any], overrides: list[str] | None = None, check: bool = True,
+) -> TuneSpec:
+    """The experiment and its `tune:` section, every field and value checked up front, and
+    (`check`) the experiment's check step run once for every trial."""
     data = read_experiment(source, overrides)
     raw_tune = data.pop("tune", None)
     if raw_tune is None:
@@ -206,10 +210,10 @@ def load_tune_spec(source: str | Path | dict[str, Any], overrides: list[str] | N
             _field_exists(cfg, dotted)
             _check_values(data, dotted, domain, where)
     sched = section_.scheduler.type
-    train_kind = cfg.kind not in RL_KINDS
-    if sched in ("pbt", "pb2") and train_kind:
+    if sched in ("pbt", "pb2") and registry.family(cfg.kind) != "stepped":
+        stepped = [k for k in registry.kinds() if registry.family(k) == "stepped"]
         raise ConfigError(f"tune.scheduler.type: {sched} exploits trials through Tune checkpoints, which RL "
-                          f"kinds have ({', '.join(RL_KINDS)}); for {cfg.kind} use fifo or asha")
+                          f"kinds have ({', '.join(stepped)}); for {cfg.kind} use fifo or asha")
     if sched in ("pbt", "pb2") and not (section_.scheduler.mutations or section_.space):
         raise ConfigError(f"tune.scheduler.mutations: {sched} needs fields to mutate (or a space)")
     if sched == "pb2":
@@ -234,7 +238,8 @@ def load_tune_spec(source: str | Path | dict[str, Any], overrides: list[str] | N
     if section_.search == "grid" and any(d.kind not in ("grid", "choice") for d in section_.space.values()):
         raise ConfigError("tune.search: grid needs every space entry to be grid or choice")
     name = Path(str(source)).stem if not isinstance(source, dict) else cfg.kind
-    return TuneSpec(name=name, base=data, cfg=cfg, tune=section_)
+    checked = registry.check(cfg) if check else None
+    return TuneSpec(name=name, base=data, cfg=cfg, tune=section_, checked=checked)
 
 
 # ----------------------------------------------------------------------------- trials
@@ -252,9 +257,10 @@ def _rl_trainable() -> type:
     class RLTrainable(tune.Trainable):
         """An RL algorithm as a Tune class trainable: its own step/save/restore."""
 
-        def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+        def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None,
+                  checked: Any = None) -> None:
             self.cfg = trial_experiment(base or {}, config)
-            self.algo = registry.algorithm_class(self.cfg.kind)(self.cfg)
+            self.algo = registry.algorithm_class(self.cfg.kind)(self.cfg, checked)
             self.started = time.monotonic()
 
         def step(self) -> dict[str, Any]:
@@ -268,10 +274,8 @@ def _rl_trainable() -> type:
             self.algo.restore(Path(str(checkpoint)))
             # PBT restores another trial's state under *this* trial's (mutated) config:
             # the optimizer state carries the old learning rate, so set this one's.
-            optimizer = getattr(self.algo, "optimizer", None)
-            if optimizer is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = self.cfg.algo.lr
+            for group in self.algo.optimizer.param_groups:
+                group["lr"] = self.cfg.algo.lr
 
         def cleanup(self) -> None:
             self.algo.close()
@@ -279,7 +283,8 @@ def _rl_trainable() -> type:
     return RLTrainable
 
 
-def train_kind_trial(config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+def train_kind_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
+                     checked: Any = None) -> None:
     """A Ray Train kind as a Tune function trainable: builds the TorchTrainer in the trial."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -304,10 +309,10 @@ def trial_bundles(spec: TuneSpec) -> list[dict[str, float]]:
     would leave a 2-worker trial waiting forever on a 2-CPU machine). Tune refuses an
     empty bundle, so that one asks for a token byte of memory."""
     cfg, t = spec.cfg, spec.tune
-    if cfg.kind in RL_KINDS:
+    if spec.stepped:
         head = {"CPU": t.cpus_per_trial, **({"GPU": t.gpus_per_trial} if t.gpus_per_trial else {})}
-        runners = getattr(cfg, "runners", None)
-        if runners is None or not runners.num:
+        runners = cfg.runners
+        if not runners.num:
             return [head]
         return [head] + [{"CPU": runners.cpus_per_runner, **runners.resources}] * runners.num
     return [{"memory": 1.0}]
@@ -316,7 +321,7 @@ def trial_bundles(spec: TuneSpec) -> list[dict[str, float]]:
 def worker_bundles(spec: TuneSpec, total: dict[str, float]) -> list[dict[str, float]]:
     """Everything one trial needs at once, including Ray Train's workers."""
     cfg = spec.cfg
-    if cfg.kind in RL_KINDS:
+    if spec.stepped:
         return trial_bundles(spec)
     use_gpu = cfg.scaling.use_gpu
     gpu = {"GPU": 1.0} if use_gpu is True or (use_gpu == "auto" and total.get("GPU", 0) > 0) else {}
@@ -361,9 +366,9 @@ def _stop(spec: TuneSpec) -> dict[str, float]:
     """tune.stop, else the experiment's own stop criteria as Tune stop conditions."""
     if spec.tune.stop:
         return dict(spec.tune.stop)
-    stop = getattr(spec.cfg, "stop", None)
-    if stop is None:  # Ray Train kinds end after train.epochs by themselves
+    if not spec.stepped:  # fit kinds end after train.epochs by themselves
         return {}
+    stop = spec.cfg.stop
     out: dict[str, float] = {}
     if stop.env_steps:
         out["env_steps"] = stop.env_steps
@@ -417,9 +422,9 @@ def _tuner(spec: TuneSpec, storage: Path, name: str, restore: bool) -> Any:
     nodes, total = _cluster()
     fits = fit_check(spec, nodes, total)
     max_concurrent = min(t.max_concurrent, fits) if t.max_concurrent else fits
-    rl = spec.cfg.kind in RL_KINDS
+    rl = spec.stepped
     trainable: Any = _rl_trainable() if rl else train_kind_trial
-    trainable = tune.with_parameters(trainable, base=spec.base)
+    trainable = tune.with_parameters(trainable, base=spec.base, checked=spec.checked)
     trainable = tune.with_resources(trainable, tune.PlacementGroupFactory(trial_bundles(spec)))
     if restore:
         return tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=True), max_concurrent
@@ -480,7 +485,7 @@ def tune_experiment(
     # Ray Train frees the workers' placement group only through a cleaner actor that
     # watches the controller with Ray's State API, served by the dashboard. Without it
     # each stopped trial keeps its workers' CPUs for good and the search stalls.
-    init_ray(address, state_api=spec.cfg.kind not in RL_KINDS)
+    init_ray(address, state_api=not spec.stepped)
     tuner, max_concurrent = _tuner(spec, storage, name, restore=resume is not None)
     folder = storage / name
     if resume is None:

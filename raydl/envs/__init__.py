@@ -1,4 +1,7 @@
-"""Environment construction: gymnasium ids, validated before any work starts."""
+"""Environment construction: gymnasium ids (and MODULE:ENV_ID), Atari preprocessing.
+
+`make_env` builds one env as gymnasium gives it; raydl.envs.spec probes it once and
+adapts its observations for the learner (`EnvSpec.make`)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import functools
 import importlib
 
 import gymnasium as gym
-from gymnasium.vector import AutoresetMode
 
-from raydl.config import AtariConfig, ConfigError
+from raydl.config import AtariConfig
+from raydl.errors import ConfigError
 from raydl.envs.atari import is_atari, make_atari, register_ale
 
 
@@ -51,14 +54,3 @@ def make_env(
             render_mode=render_mode,
         )
     return gym.make(env_id, render_mode=render_mode)
-
-
-def make_vector_env(
-    env_id: str, num_envs: int, atari: AtariConfig | None = None
-) -> gym.vector.VectorEnv:
-    """`num_envs` copies stepped in this process. Same-step autoreset: an env that ends
-    is reset within the same `step`, and its last observation is in info['final_obs'],
-    which is exactly what a replay buffer needs."""
-    check_env_id(env_id)
-    fns = [functools.partial(make_env, env_id, None, atari) for _ in range(num_envs)]
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)

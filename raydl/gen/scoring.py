@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 from raydl.gen.metrics import class_coverage, classifier_score, frechet_distance
 
 

@@ -30,15 +30,10 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
-from raydl.config import (
-    CheckpointConfig,
-    ConfigError,
-    LogConfig,
-    dump_yaml,
-    param,
-    section,
-    to_dict,
-)
+from raydl import registry
+from raydl.checkpoint import latest_epoch_checkpoint
+from raydl.config import CheckpointConfig, LogConfig, dump_yaml, param, section, to_dict
+from raydl.errors import CheckpointError, ConfigError
 from raydl.gen.gan import GANLossConfig, discriminator_step, generator_step, unwrap
 from raydl.gen.models import SIZES, ConvVAE, Discriminator, Generator, vae_loss
 from raydl.nn import Nonfinite, guarded_step, nonfinite_error
@@ -49,7 +44,6 @@ from raydl.sl.trainer import (
     ScalingSection,
     _all_reduce,
     check_resources,
-    latest_epoch_checkpoint,
     report_epoch,
     restore_epoch_checkpoint,
     run_torch_trainer,
@@ -191,18 +185,9 @@ class GenerativeExperiment:
         return self.score.classifier is not None
 
     @property
-    def headline(self) -> str:
-        if self.scored:
-            return "classifier_score"
-        return "g_loss" if self.kind == "gan" else "val_loss"
-
-    @property
     def title(self) -> str:
         net = "dcgan" if self.kind == "gan" else ("vae" if self.model.variational else "autoencoder")
         return f"{self.kind} {net} on {self.data.source} ({self.image_size} px)"
-
-    summary_keys = ("classifier_score", "real_classifier_score", "class_coverage", "frechet_distance",
-                    "real_frechet_distance", "inception_fid", "val_loss")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -491,7 +476,7 @@ def gen_loop(config: dict[str, Any]) -> None:
 
             report_epoch(metrics, epoch, save=save, rank=rank, writer=writer, write=write)
             if writer is not None and (save or last):
-                writer.plot(cfg.headline, x="epoch")
+                writer.plot(registry.headline(cfg), x="epoch")
     finally:
         if writer is not None:
             writer.close()
@@ -540,17 +525,22 @@ def _scorer_checkpoint(cfg: GenerativeExperiment, run_dir: Path, progress: bool)
     return str(found.resolve())
 
 
+def check(cfg: GenerativeExperiment) -> None:
+    """The check step of kinds gan and vae: the images are there (or may be downloaded),
+    the Inception weights file, if one is named, loads."""
+    from raydl.gen.scoring import check_inception
+
+    check_data(cfg.data)
+    if cfg.score.inception_weights:
+        check_inception(cfg.score.inception_weights)
+
+
 class GenerativeTrainer:
     """The registry's algorithm class for generative kinds: `fit` runs a whole run."""
 
     @staticmethod
     def fit(cfg: GenerativeExperiment, run_dir: Path, *, resume: bool, progress: bool,
             callbacks: list[Any] | None = None) -> dict[str, Any]:
-        from raydl.gen.scoring import check_inception
-
-        check_data(cfg.data)
-        if cfg.score.inception_weights:
-            check_inception(cfg.score.inception_weights)
         use_gpu = check_resources(cfg.scaling, run_dir, resume)
         if cfg.train.amp and not use_gpu:
             raise ConfigError("train.amp: mixed precision needs GPU workers and none are used here; allowed: false")
@@ -558,7 +548,7 @@ class GenerativeTrainer:
         return run_torch_trainer(
             gen_loop, {"experiment": to_dict(cfg), "scorer": scorer}, scaling=cfg.scaling,
             use_gpu=use_gpu, keep=cfg.checkpoint.keep, run_dir=run_dir, epochs=cfg.train.epochs,
-            headline=cfg.headline, progress=progress, callbacks=callbacks,
+            headline=registry.headline(cfg), progress=progress, callbacks=callbacks,
         )
 
 
@@ -581,7 +571,7 @@ def load_generator(directory: Path) -> tuple[GenerativeExperiment, nn.Module]:
         net.load_state_dict(saved[key])
     except (KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ckpt.CheckpointError(f"{directory / MODEL_FILE}: does not match its config: {first}") from None
+        raise CheckpointError(f"{directory / MODEL_FILE}: does not match its config: {first}") from None
     return cfg, net.eval()
 
 
@@ -595,3 +585,12 @@ def sample_images(cfg: GenerativeExperiment, net: nn.Module, n: int, seed: int =
         if isinstance(net, ConvVAE):
             return torch.sigmoid(net.decode(z))
         return (net(z) + 1) / 2
+
+
+def sample_command(directory: Path, n: int, seed: int, nrow: int, out: Path) -> None:
+    """`raydl sample`: a PNG grid of n new images from a gan / vae checkpoint."""
+    from raydl.gen.scoring import save_grid
+
+    cfg, net = load_generator(directory)
+    save_grid(sample_images(cfg, net, n, seed=seed), out, nrow=nrow)
+    print(f"raydl sample: {n} images of {cfg.title} from {directory} in {out}")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from raydl.config import AtariConfig
-from raydl.envs import make_env
+from raydl.envs.atari import is_atari
+from raydl.envs.spec import EnvSpec
+from raydl.errors import ConfigError
+from raydl.registry import EvalOptions
 
 # Eval seeds live far from training seeds so evaluation never replays training episodes.
 EVAL_SEED_OFFSET = 1_000_000_007
@@ -40,7 +43,7 @@ def epsilon_greedy(
 
 
 def evaluate(
-    env_id: str,
+    spec: EnvSpec,
     net: torch.nn.Module,
     episodes: int,
     *,
@@ -49,13 +52,12 @@ def evaluate(
     gif: Path | None = None,
     gif_fps: int = 30,
     max_gif_frames: int = 2_000,
-    atari: AtariConfig | None = None,
 ) -> EvalResult:
     """Play `episodes` whole episodes (whole games on Atari, raw scores); the first one
     is recorded to `gif` if given."""
-    env = make_env(env_id, render_mode="rgb_array" if gif else None, atari=atari)
+    env = spec.make(render_mode="rgb_array" if gif else None)
     rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
-    act = epsilon_greedy(net, int(env.action_space.n), epsilon, rng)  # type: ignore[attr-defined]
+    act = epsilon_greedy(net, spec.num_actions, epsilon, rng)
     returns, lengths = [], []
     frames: list[np.ndarray] = []
     for episode in range(episodes):
@@ -88,3 +90,25 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
         duration=max(1, int(1000 / fps)), loop=0,
     )
     tmp.replace(path)
+
+
+def eval_command(cfg: Any, directories: list[Path], options: EvalOptions) -> None:
+    """`raydl eval` of an RL checkpoint: play episodes with its greedy policy."""
+    from raydl import registry
+
+    if len(directories) > 1:
+        raise ConfigError("eval: RL checkpoints are evaluated one at a time")
+    epsilon = options.epsilon
+    if epsilon is None:  # the DQN papers evaluate Atari with 5% random actions
+        epsilon = 0.05 if is_atari(cfg.env) else 0.0
+    spec = registry.check(cfg)
+    net = registry.algorithm_class(cfg.kind).load_policy(directories[0], cfg, spec)
+    result = evaluate(spec, net, options.episodes, seed=options.seed, epsilon=epsilon,
+                      gif=options.gif)
+    for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
+        print(f"episode {i + 1}: return {ret:.1f}, length {length}")
+    print(
+        f"raydl eval: {cfg.env}, {len(result.returns)} episodes, return mean "
+        f"{result.mean:.1f} (min {min(result.returns):.1f}, max {max(result.returns):.1f})"
+        + (f"; gif in {result.gif}" if result.gif else "")
+    )

@@ -1,8 +1,11 @@
-"""DQN losses as pure functions of tensors (hand-checkable, no Ray, no envs)."""
+"""RL losses as pure functions of tensors (hand-checkable, no Ray, no envs)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torch import nn
 
 from raydl.nn import elementwise_loss
 
@@ -45,6 +48,46 @@ def q_loss(
     td_errors = targets - q_taken
     per_sample = elementwise_loss(loss, q_taken, targets)
     return (weights * per_sample).mean(), td_errors.detach()
+
+
+@dataclass
+class DQNLoss:
+    """A DQN minibatch's loss and what the learner needs besides it (as Acme's losses
+    return their extras): per-sample TD errors for replay priorities, the mean Q."""
+
+    loss: torch.Tensor  # scalar, importance-weighted
+    td_errors: torch.Tensor  # (B,), detached
+    q_mean: torch.Tensor  # scalar, detached
+
+
+def dqn_loss(
+    q_net: nn.Module,
+    target_net: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    double_q: bool,
+    loss: str = "huber",
+    amp: bool = False,
+) -> DQNLoss:
+    """The forward passes and the loss of one replay minibatch (fields as the replay
+    buffers give them: obs, action, reward, next_obs, terminated, discount, weights).
+
+    With `amp` the forward passes run in bfloat16 autocast (no loss scaling needed); the
+    TD targets and the loss are computed in float32 either way."""
+    obs, next_obs = batch["obs"], batch["next_obs"]
+    with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.no_grad():
+            next_q_target = target_net(next_obs).float()
+        if double_q:
+            # One forward over [obs; next_obs] is cheaper than two small ones.
+            both = q_net(torch.cat([obs, next_obs])).float()
+            q_values, next_q_online = both[: len(obs)], both[len(obs) :].detach()
+        else:
+            q_values, next_q_online = q_net(obs).float(), None
+    targets = td_target(batch["reward"], batch["discount"], batch["terminated"],
+                        next_q_target, next_q_online, double_q)
+    value, td_errors = q_loss(q_values, batch["action"], targets, batch["weights"], loss)
+    return DQNLoss(value, td_errors, q_values.detach().mean())
 
 
 # ----------------------------------------------------------------------------- policy gradient

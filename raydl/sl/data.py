@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from raydl.config import ConfigError, param
+from raydl.config import param
+from raydl.errors import ConfigError
 
 ImageSource = Literal["digits", "mnist", "fashion_mnist", "cifar10", "folder"]
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from raydl.config import ConfigError, param
+from raydl.config import param
+from raydl.errors import ConfigError
 
 @dataclass
 class ModelConfig:

@@ -34,17 +34,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from raydl import checkpoint as ckpt
+from raydl import registry
+from raydl.checkpoint import latest_epoch_checkpoint
 from raydl.config import (
     CheckpointConfig,
-    ConfigError,
     LogConfig,
-    TrainingError,
     dump_yaml,
     from_dict,
     param,
     section,
     to_dict,
 )
+from raydl.errors import ConfigError, TrainingError
 from raydl.nn import Nonfinite, Optimizer, guarded_step, make_optimizer, nonfinite_error
 from raydl.sl.data import (
     DOCUMENT_SOURCES,
@@ -147,16 +148,8 @@ class SupervisedExperiment:
             )
 
     @property
-    def headline(self) -> str:
-        if self.kind == "language_model":
-            return "val_perplexity" if self.data.level == "word" else "val_bpc"
-        return "val_accuracy"
-
-    @property
     def title(self) -> str:
         return f"{self.kind} {self.model.arch} on {self.data.source}"
-
-    summary_keys = ("test_accuracy", "test_bpc")
 
     @property
     def watched(self) -> tuple[str, str]:
@@ -472,6 +465,8 @@ def train_loop(config: dict[str, Any]) -> None:
             else:
                 stale += 1
             stop = bool(cfg.train.early_stop_patience) and stale >= cfg.train.early_stop_patience
+            if stop and epoch < cfg.train.epochs:
+                metrics["early_stopped"] = watched  # the run's summary says why it ended
             last = stop or epoch == cfg.train.epochs
             if last:
                 metrics.update(task.evaluate(model, "test", device))
@@ -488,7 +483,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
             report_epoch(metrics, epoch, save=save, rank=rank, writer=writer, write=write)
             if writer is not None and (save or last):
-                writer.plot(cfg.headline, x="epoch")
+                writer.plot(registry.headline(cfg), x="epoch")
             if stop:
                 break
     finally:
@@ -551,13 +546,6 @@ def _one_line(exc: Exception) -> Exception:
         return TrainingError(f"training failed on worker {rank}: {type(root).__name__}: {message}")
     text = str(exc).strip().splitlines()
     return TrainingError(f"training failed: {text[0] if text else type(exc).__name__}")
-
-
-def latest_epoch_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete epoch checkpoint of a supervised run, if any."""
-    root = run_dir / CHECKPOINTS
-    found = sorted(p for p in root.glob("epoch_*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
-    return found[-1] if found else None
 
 
 def check_resources(scaling: ScalingSection, run_dir: Path, resume: bool) -> bool:
@@ -625,19 +613,24 @@ def run_torch_trainer(
     return dict(result.metrics or {})
 
 
+def check(cfg: SupervisedExperiment) -> None:
+    """The check step of kinds classify and language_model: the data files are there
+    (or may be downloaded), pretrained weights are at hand."""
+    check_data(cfg.data)
+    check_pretrained(cfg.model.arch, cfg.model)
+
+
 class SupervisedTrainer:
     """The registry's algorithm class for supervised kinds: `fit` runs a whole run."""
 
     @staticmethod
     def fit(cfg: SupervisedExperiment, run_dir: Path, *, resume: bool, progress: bool,
             callbacks: list[Any] | None = None) -> dict[str, Any]:
-        check_data(cfg.data)
-        check_pretrained(cfg.model.arch, cfg.model)
         use_gpu = check_resources(cfg.scaling, run_dir, resume)
         if cfg.train.amp and not use_gpu:
             raise ConfigError("train.amp: mixed precision needs GPU workers and none are used here; allowed: false")
         return run_torch_trainer(
             train_loop, {"experiment": to_dict(cfg)}, scaling=cfg.scaling, use_gpu=use_gpu,
             keep=cfg.checkpoint.keep, run_dir=run_dir, epochs=cfg.train.epochs,
-            headline=cfg.headline, progress=progress, callbacks=callbacks,
+            headline=registry.headline(cfg), progress=progress, callbacks=callbacks,
         )

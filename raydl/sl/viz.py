@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 from raydl.sl.data import image_transform
-from raydl.sl.evaluate import Loaded
+from raydl.sl.evaluate import Loaded, load_checkpoint
 
 # Small maps (8x8 digits, 4x4 deep layers) are scaled up so one cell is visible.
 MIN_CELL_PIXELS = 48
@@ -88,3 +88,14 @@ def write_visualizations(loaded: Loaded, image: Path, out: Path) -> list[Path]:
     save_image(_grid(weights), path)
     written.append(path)
     return written
+
+
+def viz_command(directory: Path, image: Path, out: Path) -> None:
+    """`raydl viz` of a classifier checkpoint: activation grids for one image."""
+    if not image.is_file():
+        raise ConfigError(f"--image {image}: no such file")
+    loaded = load_checkpoint(directory)
+    written = write_visualizations(loaded, image, out)
+    for path in written:
+        print(path)
+    print(f"raydl viz: {len(written) - 1} activation grids and the first layer's filters in {out}")

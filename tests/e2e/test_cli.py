@@ -157,7 +157,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     algo = registry.algorithm_class(cfg.kind)(cfg)
     try:
         algo.restore(newest)
-        assert (algo.iteration, algo.env_steps, algo.updates) == (
+        assert (algo.iteration, algo.book.env_steps, algo.book.updates) == (
             k, at_ckpt["env_steps"], at_ckpt["learner_updates"]
         )
         assert len(algo.buffer) == at_ckpt["buffer_size"] > 0

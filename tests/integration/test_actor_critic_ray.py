@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from raydl import checkpoint as ckpt
-from raydl.config import TrainingError, load_experiment
-from raydl.rl.a3c import ActorCriticAlgorithm
+from raydl import registry
+from raydl.config import load_experiment
+from raydl.errors import TrainingError
+from raydl.rl.actor_critic import ActorCriticAlgorithm
 from raydl.rl.evaluate import evaluate
 from raydl.run import train
 
@@ -33,7 +35,7 @@ def kill_worker(algo: ActorCriticAlgorithm, index: int) -> tuple[int, float]:
 def survive_three_kills(algo: ActorCriticAlgorithm) -> dict:
     """Kill a worker between iterations 3 times (0, 1, 0); the run goes on each time, the
     dead worker is replaced by a new process; returns the last iteration's metrics."""
-    pool = algo.pool
+    pool = algo.runners
     killed = []
     for index in (0, 1, 0):
         seen = len(pool.recoveries)
@@ -100,7 +102,7 @@ def test_a2c_waits_for_every_worker_and_takes_one_averaged_step(tmp_path: Path) 
     again = ActorCriticAlgorithm(load_experiment("a2c_cartpole", SMALL))
     try:
         again.restore(tmp_path)  # the count is training state
-        assert again.pool.total_restarts == 3 and again.pool.restarts == [2, 1]
+        assert again.runners.total_restarts == 3 and again.runners.restarts == [2, 1]
     finally:
         again.close()
 
@@ -110,13 +112,14 @@ def test_resume_and_eval_of_an_a3c_run(tmp_path: Path) -> None:
                   out=tmp_path, progress=False, echo=False)
     saved = ckpt.latest_checkpoint(first.run_dir)
     state = json.loads((saved / "state.json").read_text())
-    assert state["env_steps"] == first.metrics["env_steps"] and len(state["workers"]) == 2
+    assert state["env_steps"] == first.metrics["env_steps"] and len(state["runners"]) == 2
     cfg = load_experiment(first.run_dir / "config.yaml")
     assert cfg.algo.asynchronous is True  # the kind's default is written out resolved
-    net = ActorCriticAlgorithm.load_policy(saved, cfg)
+    env = registry.check(cfg)
+    net = ActorCriticAlgorithm.load_policy(saved, cfg, env)
     saved_model = ckpt.load_torch(saved / "model.pt")
     assert torch.equal(net.state_dict()["policy.weight"], saved_model["net"]["policy.weight"])
-    result = evaluate(cfg.env, net, 2, gif=tmp_path / "play.gif")
+    result = evaluate(env, net, 2, gif=tmp_path / "play.gif")
     assert len(result.returns) == 2 and result.gif is not None
 
     second = train(resume=first.run_dir, overrides=["stop.iterations=3"], progress=False,

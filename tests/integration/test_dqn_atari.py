@@ -8,7 +8,7 @@ import pytest
 from raydl.config import load_experiment
 from raydl.rl.dqn import DQN
 from raydl.rl.evaluate import evaluate
-from raydl.rl.frame_buffer import FrameReplayBuffer
+from raydl.rl.replay import FrameReplayBuffer
 from raydl.run import train
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -43,7 +43,7 @@ def test_pixel_replay_stores_frames_once_and_resumes(tmp_path: Path) -> None:
         m = algo.step()
         # one frame slot per agent step, plus each env's first frame
         assert algo.buffer.count == m["env_steps"] + cfg.runners.envs_per_runner
-        batch = algo.buffer.sample(4, cfg.algo.n_step, cfg.algo.gamma)
+        batch = algo.buffer.sample(4)
         assert batch["obs"].shape == (4, 4, 84, 84) and batch["obs"].dtype == np.uint8
         algo.save(tmp_path)
         other = DQN(cfg)
@@ -57,8 +57,7 @@ def test_pixel_replay_stores_frames_once_and_resumes(tmp_path: Path) -> None:
         finally:
             other.close()
         # whole games, raw scores: Pong scores lie in [-21, 21]
-        played = evaluate(cfg.env, algo.q, 1, epsilon=0.05, atari=cfg.atari,
-                          gif=tmp_path / "pong.gif")
+        played = evaluate(algo.env, algo.q, 1, epsilon=0.05, gif=tmp_path / "pong.gif")
         assert -21 <= played.returns[0] <= 21 and played.lengths[0] > 200
         assert (tmp_path / "pong.gif").read_bytes()[:6] == b"GIF89a"
     finally:

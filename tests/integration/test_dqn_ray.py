@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from raydl import checkpoint as ckpt
-from raydl.config import ConfigError, load_experiment
+from raydl.config import load_experiment
+from raydl.errors import ConfigError
 from raydl.rl.dqn import DQN
 from raydl.run import train
 
@@ -26,7 +27,7 @@ SMALL = [
 
 def kill_runner(algo: Any, index: int) -> tuple[int, float]:
     """SIGKILL runner `index`'s actor process; (its pid, when it was killed)."""
-    pid = algo.pool.infos()[index]["pid"]
+    pid = algo.runners.infos()[index]["pid"]
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     return pid, killed_at
@@ -37,12 +38,12 @@ def step_until_replaced(algo: Any, index: int) -> tuple[int, dict[str, Any]]:
     death is seen when its request fails, and the other runner may fill whole iterations
     while the new actor process starts. Prints the time from the kill to that first
     sample; returns (the killed pid, the last metrics)."""
-    seen = len(algo.pool.recoveries)
+    seen = len(algo.runners.recoveries)
     pid, killed_at = kill_runner(algo, index)
     metrics = algo.step()
-    while len(algo.pool.recoveries) == seen or algo.pool.recoveries[seen]["first_result_at"] is None:
+    while len(algo.runners.recoveries) == seen or algo.runners.recoveries[seen]["first_result_at"] is None:
         metrics = algo.step()
-    rec = algo.pool.recoveries[seen]
+    rec = algo.runners.recoveries[seen]
     assert rec["runner"] == index
     print(f"\nrunner {index} killed -> its replacement's first sample after "
           f"{rec['first_result_at'] - killed_at:.2f}s (iteration {metrics['iteration']})")
@@ -53,7 +54,7 @@ def test_two_runner_actors_sample_in_parallel_and_keep_the_replay_ratio(tmp_path
     cfg = load_experiment("ddqn_cartpole_parallel", SMALL)
     algo = DQN(cfg)
     try:
-        infos = algo.pool.infos()  # type: ignore[union-attr]
+        infos = algo.runners.infos()
         pids = {i["pid"] for i in infos}
         assert len(pids) == 2 and os.getpid() not in pids  # two separate actor processes
         metrics = algo.step()
@@ -62,16 +63,15 @@ def test_two_runner_actors_sample_in_parallel_and_keep_the_replay_ratio(tmp_path
         for index in (0, 1, 0):
             pid, metrics = step_until_replaced(algo, index)
             killed.append(pid)
-        pool = algo.pool
-        assert metrics["runner_restarts"] == 3 and pool.restarts == [2, 1]
-        new_pids = {i["pid"] for i in pool.infos()}
+        assert metrics["runner_restarts"] == 3 and algo.runners.restarts == [2, 1]
+        new_pids = {i["pid"] for i in algo.runners.infos()}
         assert len(new_pids) == 2 and not new_pids & set(killed) and os.getpid() not in new_pids
-        print(f"requests re-sent (their samples dropped): {pool.requests_resent}")
+        print(f"requests re-sent (their samples dropped): {algo.runners.requests_resent}")
         assert metrics["env_steps"] >= 4000
         assert metrics["episodes"] > 20 and metrics["episode_return_mean"] > 0
         # every env step counted comes from exactly one accepted sample, none from the dead
         chunk = cfg.runners.rollout_length * cfg.runners.envs_per_runner
-        assert metrics["env_steps"] == pool.results_returned * chunk
+        assert metrics["env_steps"] == algo.runners.results_returned * chunk
         # replay ratio: updates per env step after learning starts, whatever the runners
         expected = (metrics["env_steps"] - cfg.algo.learning_starts) * cfg.algo.replay_ratio
         assert abs(metrics["learner_updates"] - expected) <= chunk * cfg.algo.replay_ratio + 1
@@ -94,7 +94,7 @@ def test_two_runner_actors_sample_in_parallel_and_keep_the_replay_ratio(tmp_path
     again = DQN(cfg)
     try:
         again.restore(tmp_path)
-        assert again.pool.total_restarts == 3 and again.pool.restarts == [2, 1]
+        assert again.runners.total_restarts == 3 and again.runners.restarts == [2, 1]
     finally:
         again.close()
 
@@ -127,7 +127,7 @@ def test_resume_continues_counters_buffer_and_metrics(tmp_path: Path) -> None:
     algo = DQN(cfg)
     try:
         algo.restore(saved)
-        assert (algo.env_steps, algo.updates, algo.episodes, algo.iteration) == (
+        assert (algo.book.env_steps, algo.book.updates, algo.book.episodes, algo.iteration) == (
             state["env_steps"], state["updates"], state["episodes"], 2
         )
         assert len(algo.buffer) == first.metrics["buffer_size"]

@@ -6,6 +6,7 @@ lives 24 steps (two whole episodes and 4 steps of a third), then the runner recr
 With one env, after S successful steps there were exactly (S - 1) // 24 crashes.
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -20,13 +21,15 @@ import pytest
 import torch
 import yaml
 
-from raydl.config import TrainingError, load_experiment
-from raydl.rl.a3c import ActorCriticAlgorithm
-from raydl.rl.ac_worker import ACWorker
+from raydl.config import load_experiment
+from raydl.errors import TrainingError
+from raydl.rl.actor_critic import ActorCriticAlgorithm
+from raydl.rl.runners.ac_worker import ACWorker
 from raydl.rl.dqn import DQN
-from raydl.rl.frame_buffer import FrameReplayBuffer
+from raydl.rl.replay import FrameReplayBuffer
+from raydl.envs.spec import probe_env
 from raydl.rl.networks import ActorCritic
-from raydl.rl.runner import EnvRunner
+from raydl.rl.runners.env_runner import EnvRunner
 from raydl.run import train
 
 CRASH = "tests.faulty_envs:raydl_test/CrashEvery-v0"
@@ -125,7 +128,7 @@ def test_a2c_in_driver_drops_the_rollout_fragment_of_a_crash() -> None:
 
 
 def test_ac_worker_rollouts_never_span_a_crash() -> None:
-    worker = ACWorker(CRASH, 2, lambda: ActorCritic(4, 2, [8]), seed=0, returns="gae", gamma=0.9)
+    worker = ACWorker(probe_env(CRASH), 2, lambda: ActorCritic(4, 2, [8]), seed=0, returns="gae", gamma=0.9)
     try:
         errors: list[str] = []
         for _ in range(12):  # 7-step rollouts: a crash lands 3 steps into the 4th fragment
@@ -140,7 +143,7 @@ def test_ac_worker_rollouts_never_span_a_crash() -> None:
             np.testing.assert_array_equal(t[1:], np.where(ended[:-1], 0, t[:-1] + 1))
         assert len(errors) == 3 and all("raised in step" in e for e in errors)
         out = worker.compute_gradients(7)  # the 4th fragment again: dropped, and reported
-        assert len(out["env_errors"]) == 1 and np.isfinite(out["grads"]).all()
+        assert len(out.env_errors) == 1 and np.isfinite(out.grads).all()
     finally:
         worker.close()
 
@@ -160,17 +163,21 @@ def test_a3c_worker_actor_recovers_from_env_crashes() -> None:
 def test_frame_mode_restarts_episodes_after_a_crash() -> None:
     """Pixel envs feed the frame replay: a crash starts new episode streams, so no n-step
     transition rebuilt from the frames crosses it."""
-    runner = EnvRunner("tests.faulty_envs:raydl_test/CrashEveryPixels-v0", 2, torch.nn.Identity,
-                       seed=0, frames=True)
-    buffer = FrameReplayBuffer(2000, (8, 8), 4, seed=0)
+    # Its 4x8x8 frames are too small for the CNN, so the env spec would flatten them:
+    # taken here as a frame stack, as Atari's are.
+    spec = dataclasses.replace(probe_env("tests.faulty_envs:raydl_test/CrashEveryPixels-v0"),
+                               obs_kind="frames", transform="none", obs_shape=(4, 8, 8),
+                               obs_dtype="uint8")
+    runner = EnvRunner(spec, 2, torch.nn.Identity, seed=0)
+    buffer = FrameReplayBuffer(2000, (8, 8), 4, seed=0, n_step=3, gamma=0.5)
     try:
         errors = 0
         for _ in range(20):
             out = runner.sample(8, epsilon=1.0)  # epsilon 1: random actions, no network
-            errors += len(out["env_errors"])
-            buffer.add_sample(0, out["transitions"])
+            errors += len(out.env_errors)
+            buffer.add(out.transitions, 0)
         assert errors == (160 - 1) // LIFE
-        b = buffer.sample(500, n_step=3, gamma=0.5)
+        b = buffer.sample(500)
         k = np.round(np.log(b["discount"]) / np.log(0.5))
         # newest frame of each stack = step index; the n-step target lies k steps later
         np.testing.assert_array_equal(b["next_obs"][:, -1, 0, 0].astype(int) - b["obs"][:, -1, 0, 0], k)

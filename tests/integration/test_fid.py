@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 from raydl.gen.scoring import check_inception, inception_fid
 
 

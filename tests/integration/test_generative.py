@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 from tests.made_data import image_folder, write_idx
 from raydl.metrics import read_metrics
 from raydl.run import train

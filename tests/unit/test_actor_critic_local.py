@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from raydl.config import ConfigError, load_experiment
-from raydl.rl.a3c import ActorCriticAlgorithm
-from raydl.rl.ac_worker import ACWorker, assign_gradients, flat_gradients
+from raydl.config import load_experiment
+from raydl.errors import ConfigError
+from raydl.rl.actor_critic import ActorCriticAlgorithm
+from raydl.rl.runners.ac_worker import ACWorker, assign_gradients, flat_gradients
+from raydl import registry
+from raydl.envs.spec import probe_env
 from raydl.rl.networks import ActorCritic
 
 LOCAL = ["runners.num=0", "log.tensorboard=false"]
@@ -24,7 +27,7 @@ def test_kind_sets_defaults_and_contradictions_are_one_line_errors() -> None:
     with pytest.raises(ConfigError, match="allowed: 'episode'"):
         load_experiment("reinforce_cartpole", ["algo.returns=gae"])
     with pytest.raises(ConfigError, match="Box action space"):
-        load_experiment({"kind": "a3c", "env": "Pendulum-v1"})
+        registry.check(load_experiment({"kind": "a3c", "env": "Pendulum-v1"}))
     with pytest.raises(ConfigError, match="sync_weights_every"):
         load_experiment("a2c_cartpole", ["runners.sync_weights_every=4"])
 
@@ -44,15 +47,15 @@ def test_gradient_vector_round_trip() -> None:
 
 
 def test_episode_mode_returns_one_whole_episode_per_env() -> None:
-    worker = ACWorker("CartPole-v1", 3, lambda: ActorCritic(4, 2, [8]), seed=0,
+    worker = ACWorker(probe_env("CartPole-v1"), 3, lambda: ActorCritic(4, 2, [8]), seed=0,
                       returns="episode", gamma=0.99)
     try:
         out = worker.compute_gradients(5)  # num_steps is ignored for whole episodes
-        assert len(out["episodes"]) == 3
+        assert len(out.episodes) == 3
         # the valid samples are exactly the steps of those three episodes
-        assert out["samples"] == sum(length for _, length in out["episodes"])
-        assert out["env_steps"] >= out["samples"] and out["env_steps"] % 3 == 0
-        assert np.isfinite(out["grads"]).all() and np.abs(out["grads"]).sum() > 0
+        assert out.samples == sum(length for _, length in out.episodes)
+        assert out.env_steps >= out.samples and out.env_steps % 3 == 0
+        assert np.isfinite(out.grads).all() and np.abs(out.grads).sum() > 0
     finally:
         worker.close()
 
@@ -111,7 +114,7 @@ def test_reinforce_improves_on_cartpole() -> None:
 def test_truncated_episodes_bootstrap_from_the_final_observation() -> None:
     gym.register("ShortCartPole-v1", "gymnasium.envs.classic_control:CartPoleEnv",
                  max_episode_steps=3)
-    worker = ACWorker("ShortCartPole-v1", 2, lambda: ActorCritic(4, 2, [8]), seed=0,
+    worker = ACWorker(probe_env("ShortCartPole-v1"), 2, lambda: ActorCritic(4, 2, [8]), seed=0,
                       returns="nstep", gamma=0.9)
     try:
         rollout = worker._rollout(4)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from raydl.envs.atari import clip_reward, make_atari
-from raydl.rl.frame_buffer import FrameReplayBuffer
+from raydl.rl.replay import FrameReplayBuffer
 
 
 def test_pong_observations_are_uint8_stacks() -> None:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from raydl.rl.buffer import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer, SumTree
+from raydl.rl.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
+from raydl.rl.replay.prioritized import SumTree
 
 
 def _batch(start: int, n: int) -> dict[str, np.ndarray]:

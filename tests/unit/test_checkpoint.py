@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from raydl import checkpoint as ckpt
+from raydl.errors import CheckpointError
 
 
 def _writer(value: int):
@@ -48,14 +49,14 @@ def test_truncated_files_give_one_line_errors(tmp_path: Path) -> None:
     for name in ("model.pt", "buffer.npz"):
         data = (d / name).read_bytes()
         (d / name).write_bytes(data[: len(data) // 2])
-    with pytest.raises(ckpt.CheckpointError, match=r"model\.pt: cannot load checkpoint file") as e1:
+    with pytest.raises(CheckpointError, match=r"model\.pt: cannot load checkpoint file") as e1:
         ckpt.load_torch(d / "model.pt")
-    with pytest.raises(ckpt.CheckpointError, match=r"buffer\.npz: cannot load checkpoint file") as e2:
+    with pytest.raises(CheckpointError, match=r"buffer\.npz: cannot load checkpoint file") as e2:
         ckpt.load_arrays(d / "buffer.npz")
     assert "\n" not in str(e1.value) and "\n" not in str(e2.value)
-    with pytest.raises(ckpt.CheckpointError, match="missing"):
+    with pytest.raises(CheckpointError, match="missing"):
         ckpt.load_torch(tmp_path / "nope.pt")
-    with pytest.raises(ckpt.CheckpointError, match="no checkpoint found"):
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
         ckpt.latest_checkpoint(tmp_path / "empty")
 
 
@@ -68,12 +69,12 @@ def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     evil = tmp_path / "model.pt"
     torch.save({"q": _Payload()}, evil)
-    with pytest.raises(ckpt.CheckpointError, match="refused"):
+    with pytest.raises(CheckpointError, match="refused"):
         ckpt.load_torch(evil)
     assert not (tmp_path / "pwned").exists()
     npz = tmp_path / "buffer.npz"
     np.savez(npz, a=np.array([_Payload()], dtype=object))
-    with pytest.raises(ckpt.CheckpointError, match="cannot load"):
+    with pytest.raises(CheckpointError, match="cannot load"):
         ckpt.load_arrays(npz)
     assert not (tmp_path / "pwned").exists()
 

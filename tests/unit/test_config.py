@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from raydl import registry
-from raydl.config import ConfigError, apply_overrides, load_experiment, parse_override
+from raydl.config import apply_overrides, load_experiment, parse_override
+from raydl.errors import ConfigError
 
 
 def _load(data: dict, overrides: list[str] | None = None):
@@ -44,8 +45,6 @@ def test_unknown_key_names_it_and_suggests() -> None:
         ({"algo": {"hidden": 64}}, r"algo\.hidden: expected a list of an integer"),
         ({"algo": {"hidden": [64, "x"]}}, r"algo\.hidden\[1\]: expected an integer"),
         ({"algo": 3}, r"algo: expected a mapping"),
-        ({"env": "CartPol-v1"}, r"env: unknown environment id 'CartPol-v1' \(did you mean 'CartPole-v1'\?\)"),
-        ({"env": "Pendulum-v1"}, r"env: Pendulum-v1 has a Box action space; DQN needs a Discrete one"),
         ({"algo": {"batch_size": 128, "buffer_size": 64}}, r"algo\.batch_size: 128 is larger"),
         ({"runners": {"num": -1}}, r"runners\.num: expected a number >= 0"),
         ({"algo": {"lr": float("nan")}}, r"algo\.lr: expected a finite number"),
@@ -55,6 +54,34 @@ def test_bad_values_are_one_line_errors(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         _load(data)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"env": "CartPol-v1"}, r"env: unknown environment id 'CartPol-v1' \(did you mean 'CartPole-v1'\?\)"),
+        ({"env": "Pendulum-v1"}, r"env: Pendulum-v1 has a Box action space; DQN needs a Discrete one"),
+    ],
+)
+def test_the_world_is_checked_by_the_check_step_not_by_loading(data: dict, message: str) -> None:
+    cfg = _load(data)  # loading looks at the values only, and does not fail
+    with pytest.raises(ConfigError, match=message) as info:
+        registry.check(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_kind_defaults_are_filled_in_when_loading_and_never_changed_after() -> None:
+    raw = {"kind": "a2c", "algo": {"lr": 1e-3}}
+    cfg = load_experiment(raw)
+    assert (cfg.algo.asynchronous, cfg.algo.returns) == (False, "nstep")
+    assert raw == {"kind": "a2c", "algo": {"lr": 1e-3}}  # the caller's mapping is untouched
+    assert load_experiment({"kind": "reinforce", "algo": {"returns": None}}).algo.returns == "episode"
+    # an explicit value wins over the kind's default (and is then checked like any other)
+    assert load_experiment({"kind": "a3c", "algo": {"returns": "gae"}}).algo.returns == "gae"
+    cfg = load_experiment({"kind": "a3c"})
+    before = repr(cfg)
+    cfg.validate()  # validating twice changes nothing
+    assert repr(cfg) == before
 
 
 def test_unknown_kind_lists_allowed() -> None:
@@ -96,9 +123,9 @@ def test_gpu_only_options_are_refused_on_a_cpu_learner() -> None:
     import torch
 
     if torch.cuda.is_available():  # on a GPU machine both are valid
-        assert _load({"algo": {"device": "cuda", "amp": True}}).algo.amp is True
+        registry.check(_load({"algo": {"device": "cuda", "amp": True}}))
         return
     with pytest.raises(ConfigError, match=r"^algo\.device: 'cuda' but no CUDA device"):
-        _load({"algo": {"device": "cuda"}})
+        registry.check(_load({"algo": {"device": "cuda"}}))
     with pytest.raises(ConfigError, match=r"^algo\.amp: mixed precision needs a CUDA learner"):
-        _load({"algo": {"amp": True}})
+        registry.check(_load({"algo": {"amp": True}}))

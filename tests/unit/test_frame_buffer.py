@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raydl.rl.frame_buffer import FrameReplayBuffer
+from raydl.rl.replay import FrameReplayBuffer
 
 
 def _frame(value: int) -> np.ndarray:
@@ -23,13 +23,13 @@ def _episode(buf: FrameReplayBuffer, stream: int, first: int, rewards: list[floa
 
 
 def test_stacks_repeat_the_first_frame_and_next_obs_follows() -> None:
-    buf = FrameReplayBuffer(64, (2, 2), stack=4, seed=0)
+    buf = FrameReplayBuffer(64, (2, 2), stack=4, seed=0, n_step=1, gamma=0.5)
     _episode(buf, 0, 10, [1.0] * 5, terminal=True)  # frames 10..15
     g = np.arange(0, 5)
     assert _ids(buf._stacks(g)) == [
         [10, 10, 10, 10], [10, 10, 10, 11], [10, 10, 11, 12], [10, 11, 12, 13], [11, 12, 13, 14],
     ]
-    s = buf.sample(256, n_step=1, gamma=0.5)
+    s = buf.sample(256)
     first = s["obs"][:, -1, 0, 0].astype(int)
     assert np.all(s["next_obs"][:, -1, 0, 0] == first + 1)
     assert np.all(s["terminated"][first == 14] == 1) and np.all(s["terminated"][first < 14] == 0)
@@ -38,9 +38,9 @@ def test_stacks_repeat_the_first_frame_and_next_obs_follows() -> None:
 
 
 def test_nstep_folding_stops_at_episode_end() -> None:
-    buf = FrameReplayBuffer(64, (2, 2), stack=2, seed=1)
+    buf = FrameReplayBuffer(64, (2, 2), stack=2, seed=1, n_step=3, gamma=0.5)
     _episode(buf, 0, 0, [1.0, 2.0, 4.0], terminal=True)  # frames 0..3
-    s = buf.sample(200, n_step=3, gamma=0.5)
+    s = buf.sample(200)
     by_start = {int(o[-1, 0, 0]): (r, d, t, int(n[-1, 0, 0]))
                 for o, r, d, t, n in zip(s["obs"], s["reward"], s["discount"],
                                          s["terminated"], s["next_obs"])}
@@ -50,11 +50,11 @@ def test_nstep_folding_stops_at_episode_end() -> None:
 
 
 def test_truncated_end_bootstraps_and_open_window_stops_at_newest_frame() -> None:
-    buf = FrameReplayBuffer(64, (2, 2), stack=2, seed=2)
+    buf = FrameReplayBuffer(64, (2, 2), stack=2, seed=2, n_step=3, gamma=0.5)
     _episode(buf, 0, 0, [1.0, 1.0], terminal=False)  # truncated after 2 steps: frames 0..2
     buf.start_episode(1, _frame(50))
     buf.add_step(1, 0, 1.0, _frame(51), terminated=False, ended=False)  # 51 is newest
-    s = buf.sample(300, n_step=3, gamma=0.5)
+    s = buf.sample(300)
     start = s["obs"][:, -1, 0, 0].astype(int)
     assert np.all(s["terminated"] == 0)
     assert np.allclose(s["discount"][start == 0], 0.25)  # 2 steps, then the episode ended

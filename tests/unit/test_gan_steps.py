@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from raydl.config import ConfigError, load_experiment
+from raydl import registry
+from raydl.config import load_experiment
+from raydl.errors import ConfigError
 from raydl.gen.gan import GANLossConfig, discriminator_step, generator_step
 from raydl.gen.models import Discriminator, Generator
 
@@ -98,11 +100,11 @@ def test_generative_experiment_sizes_follow_the_source() -> None:
     cfg = load_experiment({"kind": "gan", "data": {"source": "cifar10"},
                            "score": {"classifier": None}})
     assert (cfg.image_size, cfg.channels) == (32, 3)
-    assert cfg.headline == "g_loss"
+    assert registry.headline(cfg) == "g_loss"
     vae = load_experiment({"kind": "vae", "data": {"image_size": 28}})
-    assert (vae.image_size, vae.channels, vae.headline) == (28, 1, "classifier_score")
+    assert (vae.image_size, vae.channels, registry.headline(vae)) == (28, 1, "classifier_score")
 
 
 def test_a_plain_autoencoder_is_not_scored_by_default() -> None:
     cfg = load_experiment({"kind": "vae", "data": {"image_size": 28}, "model": {"variational": False}})
-    assert cfg.score.classifier == "auto" and not cfg.scored and cfg.headline == "val_loss"
+    assert cfg.score.classifier == "auto" and not cfg.scored and registry.headline(cfg) == "val_loss"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raydl.config import ConfigError
+from raydl.errors import ConfigError
 from raydl.jobs import build_request, jobs_address
 
 

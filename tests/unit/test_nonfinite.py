@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from raydl.config import TrainingError
+from raydl.errors import TrainingError
 from raydl.gen.gan import GANLossConfig, discriminator_step
 from raydl.gen.models import Discriminator, Generator
 from raydl.nn import guarded_step, nonfinite_error

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from raydl.checkpoint import CheckpointError
-from raydl.config import ConfigError, StopConfig, dump_yaml, load_experiment
+from raydl.errors import CheckpointError
+from raydl.config import StopConfig, dump_yaml, load_experiment
+from raydl.errors import ConfigError
 from raydl.run import stop_reason, train
 
 

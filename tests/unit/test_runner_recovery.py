@@ -3,8 +3,8 @@
 import pytest
 from ray.exceptions import RayActorError
 
-from raydl.config import ConfigError
-from raydl.rl.runner_pool import death_reason
+from raydl.errors import ConfigError
+from raydl.rl.runners.actors import death_reason
 from raydl.runtime import check_fits
 from raydl.seeding import env_seeds, restart_generation, restart_rng_state
 

@@ -106,7 +106,7 @@ def test_wikitext_style_directory_gives_word_streams(tmp_path) -> None:
 def test_documents_from_a_csv_and_its_errors(tmp_path) -> None:
     import pytest
 
-    from raydl.config import ConfigError
+    from raydl.errors import ConfigError
     from raydl.sl.data import document_splits
 
     path = tmp_path / "reviews.csv"

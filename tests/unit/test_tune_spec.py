@@ -2,7 +2,8 @@
 
 import pytest
 
-from raydl.config import ConfigError, load_experiment
+from raydl.config import load_experiment
+from raydl.errors import ConfigError
 from raydl.tune import fit_check, load_tune_spec, trial_bundles, trial_experiment
 
 

@@ -4,24 +4,25 @@ A3C's worker (Mnih et al. 2016): act with the current policy for a rollout, comp
 loss on it, back-propagate locally and hand the learner only the gradient. The same
 class serves A2C (the learner averages every worker's gradient before one step) and
 REINFORCE (whole episodes, Monte Carlo returns). A plain class: the driver uses it
-directly (`runners.num: 0`); `RunnerPool` wraps it with `ray.remote` for N workers.
+directly (`runners.num: 0`); raydl.rl.runners.actors wraps it with `ray.remote` for N
+workers.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from raydl.config import AtariConfig
+from raydl.envs.spec import EnvSpec
 from raydl.rl.losses import actor_critic_loss, discounted_returns, gae, nstep_returns
 from raydl.rl.networks import ActorCritic
-from raydl.rl.runner import EpisodeTracker, RunnerBase, training_signals
-from raydl.seeding import runner_seed
+from raydl.rl.runners.base import EpisodeTracker, RunnerBase, RunnerResult, training_signals
 
 Returns = Literal["nstep", "gae", "episode"]
 
@@ -56,39 +57,38 @@ def assign_gradients(params: Params, flat: np.ndarray | torch.Tensor) -> None:
         offset += n
 
 
+@dataclass(frozen=True)
+class GradientRequest:
+    """Roll out `num_steps` steps of every env (or whole episodes) and return the
+    gradient of the actor-critic loss on them."""
+
+    num_steps: int
+
+
+@dataclass
+class GradientResult(RunnerResult):
+    """The loss gradient (flat float32), the samples it averages over, the loss parts."""
+
+    grads: np.ndarray
+    samples: int
+    stats: dict[str, float]
+
+
 class ACWorker(RunnerBase):
     """Steps `num_envs` envs with a sampled-action policy and returns loss gradients."""
 
     def __init__(
-        self,
-        env_id: str,
-        num_envs: int,
-        policy_fn: Callable[[], ActorCritic],
-        *,
-        seed: int,
-        returns: Returns,
-        gamma: float,
-        gae_lambda: float = 1.0,
-        vf_coef: float = 0.5,
-        ent_coef: float = 0.0,
-        normalize_advantage: bool = False,
-        runner_index: int = -1,
-        generation: int = 0,
-        torch_threads: int | None = 1,
-        atari: AtariConfig | None = None,
-        max_env_errors: int = 5,
+        self, env: EnvSpec, num_envs: int, policy_fn: Callable[[], ActorCritic], *, seed: int,
+        returns: Returns, gamma: float, gae_lambda: float = 1.0, vf_coef: float = 0.5,
+        ent_coef: float = 0.0, normalize_advantage: bool = False, runner_index: int = -1,
+        generation: int = 0, torch_threads: int | None = 1, max_env_errors: int = 5,
     ) -> None:
-        self._setup_envs(env_id, num_envs, atari, runner_index, torch_threads, max_env_errors)
-        self.policy = policy_fn()
+        super().__init__(env, num_envs, policy_fn, seed=seed, runner_index=runner_index,
+                         torch_threads=torch_threads, max_env_errors=max_env_errors)
         self.params = list(self.policy.parameters())
-        self.images = len(self.envs.single_observation_space.shape or ()) == 3
         self.returns, self.gamma, self.gae_lambda = returns, gamma, gae_lambda
         self.vf_coef, self.ent_coef = vf_coef, ent_coef
         self.normalize_advantage = normalize_advantage
-        self.rng = np.random.default_rng(runner_seed(seed, runner_index))
-        self.seed = seed
-        self.weights_version = -1
-        self.tracker = EpisodeTracker(num_envs)
         self.reset(generation)
 
     def _start_episodes(self, seeds: list[int] | None) -> None:
@@ -106,7 +106,7 @@ class ACWorker(RunnerBase):
             self.policy.load_state_dict(weights)
         self.weights_version = version
 
-    def share_policy(self, policy: ActorCritic) -> None:
+    def share_policy(self, policy: torch.nn.Module) -> None:
         """Use the learner's own network (in-process worker on the learner's device)."""
         self.policy = policy
         self.params = list(policy.parameters())
@@ -208,15 +208,14 @@ class ACWorker(RunnerBase):
             return returns - values, returns
         return gae(rewards, values, next_values, terminated, ended, self.gamma, self.gae_lambda)
 
-    def compute_gradients(
-        self, num_steps: int, weights: np.ndarray | None = None, version: int = -1
-    ) -> dict[str, Any]:
-        """Roll out (with `weights` loaded first, if given), compute the actor-critic loss
-        and return its gradient (flat float32) with the rollout's bookkeeping; the learner
-        applies it. Weights ride along with the request: one actor call per gradient."""
+    def serve(self, request: GradientRequest) -> GradientResult:
+        return self.compute_gradients(request.num_steps)
+
+    def compute_gradients(self, num_steps: int) -> GradientResult:
+        """Roll out, compute the actor-critic loss and return its gradient (flat float32)
+        with the rollout's bookkeeping; the learner applies it. (Weights ride along with
+        the request, `run(request, weights, version)`: one actor call per gradient.)"""
         start = time.perf_counter()
-        if weights is not None:
-            self.set_weights(weights, version)
         rollout = self._rollout(num_steps)
         batch = rollout["batch"]
         steps, envs = batch["action"].shape
@@ -236,15 +235,8 @@ class ACWorker(RunnerBase):
         )
         self.policy.zero_grad(set_to_none=True)
         loss.backward()
-        return {
-            "grads": flat_gradients(self.params),
-            "samples": int(valid.sum()),
-            "stats": parts,
-            "episodes": rollout["episodes"],
-            "env_steps": rollout["env_steps"],
-            "runner": self.runner_index,
-            "weights_version": self.weights_version,
-            "sample_time_s": time.perf_counter() - start,
-            "env_errors": self._take_env_errors(),
-        }
+        return GradientResult(
+            grads=flat_gradients(self.params), samples=int(valid.sum()), stats=parts,
+            **self._result(rollout["episodes"], rollout["env_steps"], start),
+        )
 

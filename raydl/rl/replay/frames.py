@@ -21,17 +21,35 @@ Bytes per transition: 84*84 frame + ~37 bytes of links and scalars, about 7.1 KB
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from raydl.rl.replay.uniform import Batch
 _ARRAYS = ("frames", "prev", "next", "written", "action", "reward", "terminated", "ended",
            "has_action")
 
 
+@dataclass
+class FrameSample:
+    """What a frame-mode EnvRunner sends instead of transitions: the first frame of each
+    episode begun, and per step (arrays shaped (steps, num_envs, ...)) the action, the
+    learning reward, the newest frame after it, terminal and episode-end flags."""
+
+    starts: list[tuple[int, np.ndarray]]  # (env, first frame) before step 0
+    restarts: list[tuple[int, int, np.ndarray]]  # (step, env, first frame) after that step
+    action: np.ndarray
+    reward: np.ndarray
+    next_frame: np.ndarray
+    terminated: np.ndarray
+    ended: np.ndarray
+
+
 class FrameReplayBuffer:
-    """Ring of single frames with per-step action/reward/end flags and episode links."""
+    """Ring of single frames with per-step action/reward/end flags and episode links.
+    Sampling folds `n_step` rewards with `gamma`, so batches look like the uniform
+    replay's and the learner does not care which buffer it has."""
 
     def __init__(
         self,
@@ -39,9 +57,12 @@ class FrameReplayBuffer:
         frame_shape: tuple[int, ...] = (84, 84),
         stack: int = 4,
         seed: int = 0,
+        n_step: int = 1,
+        gamma: float = 0.99,
     ) -> None:
         self.capacity = capacity
         self.stack = stack
+        self.n_step, self.gamma = n_step, gamma
         self.frames = np.zeros((capacity, *frame_shape), np.uint8)
         self.prev = np.zeros(capacity, np.int64)
         self.next = np.full(capacity, -1, np.int64)
@@ -100,28 +121,25 @@ class FrameReplayBuffer:
         self.next[i] = nxt
         self.head[stream] = nxt
 
-    def add_sample(self, runner: int, sample: dict[str, Any]) -> int:
-        """Replay a frame-mode EnvRunner sample (see runner.FRAME_FIELDS) into the ring,
-        in the order it happened; streams are (runner, env). Returns steps added."""
-        for e, frame in sample["starts"]:
-            self.start_episode((runner, e), frame)
-        restarts: dict[tuple[int, int], np.ndarray] = {
-            (t, e): frame for t, e, frame in sample["restarts"]
-        }
-        steps, num_envs = sample["action"].shape
+    def add(self, sample: FrameSample, source: int = 0) -> None:
+        """Replay a frame-mode EnvRunner sample into the ring, in the order it happened;
+        streams are (source runner, env)."""
+        for e, frame in sample.starts:
+            self.start_episode((source, e), frame)
+        restarts = {(t, e): frame for t, e, frame in sample.restarts}
+        steps, num_envs = sample.action.shape
         for t in range(steps):
             for e in range(num_envs):
                 self.add_step(
-                    (runner, e),
-                    int(sample["action"][t, e]),
-                    float(sample["reward"][t, e]),
-                    sample["next_frame"][t, e],
-                    bool(sample["terminated"][t, e]),
-                    bool(sample["ended"][t, e]),
+                    (source, e), int(sample.action[t, e]), float(sample.reward[t, e]),
+                    sample.next_frame[t, e], bool(sample.terminated[t, e]),
+                    bool(sample.ended[t, e]),
                 )
                 if (t, e) in restarts:
-                    self.start_episode((runner, e), restarts[(t, e)])
-        return steps * num_envs
+                    self.start_episode((source, e), restarts[(t, e)])
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """No priorities here (prioritized replay is refused for frame stacks)."""
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -169,8 +187,10 @@ class FrameReplayBuffer:
         order = np.stack(slots[::-1], axis=1) % self.capacity  # oldest first
         return self.frames[order]
 
-    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> Batch:
-        """A uniform batch of n-step transitions with rebuilt stacks (uint8)."""
+    def sample(self, batch_size: int, beta: float = 1.0) -> Batch:
+        """A uniform batch of n-step transitions with rebuilt stacks (uint8); `beta` is
+        unused (uniform replay: every importance weight is 1)."""
+        n_step, gamma = self.n_step, self.gamma
         live = min(self.count, self.capacity)
         lo = self.count - live
         g = self.rng.integers(lo, self.count, size=batch_size)

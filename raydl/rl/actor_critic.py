@@ -1,0 +1,245 @@
+"""A3C, A2C and REINFORCE with a learned baseline (Mnih et al. 2016; Williams 1992).
+
+Workers (`ACWorker`, Ray actors) roll out the policy and return loss gradients; the
+learner here owns the one shared model and its optimizer. One flag, one branch:
+
+    asynchronous (A3C):  take whichever worker's gradient arrives first (`ray.wait`),
+                         apply it at once, send that worker fresh weights and its next
+                         request; the other workers keep going on older weights
+                         (staleness = learner updates between their weights and the step).
+    synchronous (A2C):   wait for every worker, average their gradients (weighted by
+                         samples, so it is the gradient of the mean loss over the union of
+                         rollouts), take one step, send everyone the new weights.
+
+REINFORCE is the synchronous path with whole-episode Monte Carlo returns and V(s) as the
+baseline (`returns: episode`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from raydl.config import RLExperiment, param, section
+from raydl.envs.spec import EnvSpec, probe_env
+from raydl.errors import ConfigError, matching_checkpoint
+from raydl.nn import Activation, Nonfinite, Optimizer, make_optimizer, nonfinite_error
+from raydl.rl import learner
+from raydl.rl.learner import Book
+from raydl.rl.networks import ActorCritic
+from raydl.rl.runners import make_runners
+from raydl.rl.runners.ac_worker import (
+    ACWorker,
+    GradientRequest,
+    GradientResult,
+    assign_gradients,
+    flat_weights,
+)
+
+
+@dataclass
+class ActorCriticConfig:
+    """Hyperparameters of A3C / A2C / REINFORCE (defaults: SB3's A2C)."""
+
+    asynchronous: bool = param(
+        True, "apply each worker's gradient as it arrives (A3C); default by kind "
+        "(a3c: true, a2c and reinforce: false)"
+    )
+    returns: Literal["nstep", "gae", "episode"] = param(
+        "nstep", "advantage estimate: n-step (rollout_length), GAE(lambda) or whole-episode "
+        "Monte Carlo; default by kind (a3c/a2c: nstep, reinforce: episode)"
+    )
+    gamma: float = param(0.99, "discount factor", ge=0, le=1)
+    gae_lambda: float = param(0.95, "GAE lambda (returns: gae)", ge=0, le=1)
+    lr: float = param(7e-4, "learning rate", gt=0)
+    optimizer: Optimizer = param("rmsprop", "optimizer")
+    adam_eps: float = param(1e-5, "epsilon of RMSprop / Adam", gt=0)
+    momentum: float = param(0.0, "momentum (sgd, rmsprop)", ge=0, lt=1)
+    hidden: list[int] = param(default_factory=lambda: [64, 64], help="trunk hidden sizes", ge=1)
+    activation: Activation = param("tanh", "trunk activation")
+    shared_trunk: bool = param(
+        True, "policy and value share the hidden layers (false: separate MLPs, as SB3)"
+    )
+    vf_coef: float = param(0.5, "weight of the value loss", ge=0)
+    ent_coef: float = param(0.0, "weight of the entropy bonus", ge=0)
+    normalize_advantage: bool = param(False, "standardize advantages per rollout")
+    grad_clip: float = param(0.5, "max global gradient norm (0: no clipping)", ge=0)
+    steps_per_iteration: int = param(2_000, "env steps per training iteration", ge=1)
+    learner_threads: int = param(1, "torch threads of the learner (0: torch's default)", ge=0)
+    device: Literal["auto", "cpu", "cuda"] = param(
+        "auto", "learner device (auto: cuda when present); workers compute on CPU"
+    )
+    nonfinite: Nonfinite = param(
+        "stop", "a NaN/inf gradient: stop the run with an error, or skip that update "
+        "(counted in nonfinite_skipped)"
+    )
+
+
+@dataclass
+class ActorCriticExperiment(RLExperiment):
+    """An A3C / A2C / REINFORCE experiment file (`runners.rollout_length` = n steps)."""
+
+    kind: Literal["a3c", "a2c", "reinforce"] = param("a3c", "registry key")
+    algo: ActorCriticConfig = section(ActorCriticConfig, "algorithm hyperparameters")
+
+    def validate(self) -> None:
+        algo = self.algo
+        if self.kind == "a2c" and algo.asynchronous:
+            raise ConfigError(
+                "algo.asynchronous: true is A3C; use kind: a3c, or allowed for a2c: false"
+            )
+        if self.runners.sync_weights_every != 1:
+            raise ConfigError(
+                f"runners.sync_weights_every: {self.runners.sync_weights_every}: actor-critic "
+                "workers get the learner's weights with every request; allowed: 1"
+            )
+        if self.kind == "reinforce" and algo.returns != "episode":
+            raise ConfigError(
+                f"algo.returns: {algo.returns!r}: REINFORCE learns from whole-episode "
+                "returns; allowed: 'episode' (or use kind a2c/a3c)"
+            )
+
+
+def check(cfg: ActorCriticExperiment) -> EnvSpec:
+    """The check step of kinds a3c, a2c, reinforce: the env's spaces, the device."""
+    learner.check_device(cfg.algo.device)
+    env = probe_env(cfg.env, cfg.atari)
+    env.require_discrete_actions(f"{cfg.kind} here")
+    return env
+
+
+def build_actor_critic(env: EnvSpec, algo: ActorCriticConfig) -> ActorCritic:
+    return ActorCritic(env.obs_shape, env.num_actions, algo.hidden, algo.activation,
+                       algo.shared_trunk)
+
+
+class ActorCriticAlgorithm:
+    """The learner and its workers; `step()` runs one iteration and returns metrics.
+
+    `env` is what the check step found (`check(cfg)`, run when not given)."""
+
+    def __init__(self, cfg: ActorCriticExperiment, env: EnvSpec | None = None) -> None:
+        self.cfg = cfg
+        self.env = env = env or check(cfg)
+        algo = cfg.algo
+        learner.prepare_learner(cfg.seed, algo.learner_threads)
+        self.device = learner.learner_device(algo.device)
+        self.policy_fn = functools.partial(build_actor_critic, env, algo)
+        self.net = self.policy_fn().to(self.device)
+        self.params = list(self.net.parameters())
+        self.optimizer = make_optimizer(
+            algo.optimizer, self.params, algo.lr, momentum=algo.momentum, eps=algo.adam_eps,
+        )
+        self.book = Book()
+        self.runners = make_runners(
+            cfg.runners, ACWorker,
+            dict(env=env, num_envs=cfg.runners.envs_per_runner, policy_fn=self.policy_fn,
+                 seed=cfg.seed, returns=algo.returns, gamma=algo.gamma,
+                 gae_lambda=algo.gae_lambda, vf_coef=algo.vf_coef, ent_coef=algo.ent_coef,
+                 normalize_advantage=algo.normalize_advantage),
+            learner_policy=self.net, on_cpu=self.device.type == "cpu",
+            weights=lambda: flat_weights(self.params), version=lambda: self.book.updates,
+            # A3C: fresh weights go to one worker each time, inline with its request.
+            inline_weights=algo.asynchronous,
+        )
+
+    @property
+    def iteration(self) -> int:
+        return self.book.iteration
+
+    # ------------------------------------------------------------------ learning
+    def _apply(self, results: list[GradientResult], stats: dict[str, list[float]]) -> None:
+        """One optimizer step on the (sample-weighted mean) gradient of `results`; none
+        when that gradient is not finite (`nonfinite: skip`; the rollouts still count)."""
+        total = sum(r.samples for r in results)
+        if len(results) == 1:
+            grads = results[0].grads
+        else:
+            grads = sum(r.grads * (r.samples / total) for r in results)
+        # The gradient arrives as a NumPy vector: checking it costs no device sync.
+        finite = bool(np.isfinite(grads).all())
+        if not finite and self.cfg.algo.nonfinite == "stop":
+            losses = {k: float(np.mean([r.stats[k] for r in results]))
+                      for k in ("pg_loss", "value_loss")}
+            raise nonfinite_error(self.cfg.kind, f"iteration {self.book.iteration + 1}, learner "
+                                  f"update {self.book.updates + 1}", losses, "algo.nonfinite")
+        if finite:
+            assign_gradients(self.params, grads)
+            if self.cfg.algo.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(
+                    self.params, self.cfg.algo.grad_clip, foreach=True
+                )
+                stats["grad_norm"].append(float(norm))
+            self.optimizer.step()
+            self.book.updates += 1
+        else:
+            self.book.nonfinite_skipped += 1
+        for r in results:
+            self.book.ingest(r)
+            for key, value in r.stats.items():
+                if finite:  # a skipped update's NaN losses would poison the means
+                    stats[key].append(value)
+            stats[f"worker{max(r.runner, 0)}_env_steps"].append(r.env_steps)
+
+    def step(self) -> dict[str, Any]:
+        """One training iteration (>= steps_per_iteration env steps); its metrics."""
+        clock, goal = self.book.start_iteration(self.cfg.algo.steps_per_iteration)
+        request = GradientRequest(self.cfg.runners.rollout_length)
+        stats: dict[str, list[float]] = defaultdict(list)
+        self.runners.start(lambda _: request)
+        while self.book.env_steps < goal:
+            # A3C takes whichever gradient arrives first and applies it at once; the
+            # other workers keep going on older weights. A2C waits for every worker.
+            results = [self.runners.next()] if self.cfg.algo.asynchronous else self.runners.all()
+            stats["staleness"] += [self.book.updates - r.weights_version for r in results]
+            self._apply(results, stats)
+            for r in results:  # fresh weights ride with each worker's next request
+                self.runners.submit(max(r.runner, 0), request)
+        elapsed = time.perf_counter() - clock.started
+        metrics = self.book.finish_iteration(clock, self.runners.total_restarts)
+        for key in ("pg_loss", "value_loss", "entropy", "grad_norm"):
+            metrics[key] = float(np.mean(stats[key])) if stats[key] else None
+        metrics["staleness_mean"] = float(np.mean(stats["staleness"]))
+        metrics["staleness_max"] = int(np.max(stats["staleness"]))
+        for i in range(self.runners.count):
+            steps = float(np.sum(stats[f"worker{i}_env_steps"]))
+            metrics[f"worker{i}_env_steps_per_s"] = steps / elapsed if elapsed > 0 else None
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def save(self, directory: Path) -> None:
+        """Write the whole training state into `directory` (see raydl.rl.learner)."""
+        learner.save_checkpoint(
+            directory, self.cfg,
+            {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()},
+            {**self.book.state_dict(), "runners": self.runners.states(),
+             "runner_restarts": self.runners.restart_state()},
+        )
+
+    def restore(self, directory: Path) -> None:
+        """Load a state written by `save`; envs start fresh episodes with new seeds."""
+        tensors, state, _ = learner.read_checkpoint(directory)
+        with matching_checkpoint(directory):
+            self.net.load_state_dict(tensors["net"])
+            self.optimizer.load_state_dict(tensors["optimizer"])
+            self.book.load_state_dict(state)
+        self.runners.restore(self.book.generation, state["runners"], state.get("runner_restarts"))
+
+    def runner_infos(self) -> list[dict[str, Any]]:
+        return self.runners.infos()
+
+    @staticmethod
+    def load_policy(directory: Path, cfg: ActorCriticExperiment, env: EnvSpec) -> torch.nn.Module:
+        """The policy of a checkpoint; its forward gives action logits (eval takes the
+        argmax: the most probable action)."""
+        return learner.load_policy(directory, build_actor_critic(env, cfg.algo), "net")
+
+    def close(self) -> None:
+        self.runners.close()
