@@ -142,14 +142,20 @@ def adapted_space(space: gym.Space[Any], transform: Transform) -> spaces.Box:
 
 def adapt(env: gym.Env[Any, Any], transform: Transform) -> gym.Env[Any, Any]:
     """`env` with gymnasium's wrappers applying `transform` to its observations."""
-    if transform == "flatten":
-        return gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32)
-    if transform == "float32":
-        return gym.wrappers.DtypeObservation(env, np.float32)
+    if transform in ("flatten", "float32"):
+        # gymnasium's DtypeObservation would derive the float32 space from float64 bounds
+        # (a warning per env); the adapted space is made here from float32 bounds instead.
+        space = adapted_space(env.observation_space, transform)
+        inner = gym.wrappers.FlattenObservation(env) if transform == "flatten" else env
+        return gym.wrappers.TransformObservation(inner, _as_float32, space)
     if transform == "chw":
         return gym.wrappers.TransformObservation(
             env, _channels_first, adapted_space(env.observation_space, "chw"))
     return env
+
+
+def _as_float32(obs: np.ndarray) -> np.ndarray:
+    return np.asarray(obs, np.float32)
 
 
 def _channels_first(obs: np.ndarray) -> np.ndarray:
