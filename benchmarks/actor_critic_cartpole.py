@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start_private_ray()
     # One-off import costs, untimed, for both sides.
-    import raydl.rl.a3c  # noqa: F401
+    import raydl.rl.actor_critic  # noqa: F401
     import raydl.run  # noqa: F401
 
     if "sb3-a2c" in args.configs:

@@ -21,7 +21,7 @@ preprocessing: frame skip 4 with a max over the last two frames, so 4 emulator f
       the (4, 84, 84) uint8 frames are transposed to (84, 84, 4) and turned into float32
       in [-1, 1] by RLlib's own `NormalizedImageEnv` (the last wrapper of RLlib's
       `wrap_atari_for_new_api_stack`; RLlib's CNN encoder does not accept uint8).
-  (d) raydl: --cpus actors `ray.remote(num_cpus=1)(raydl.rl.runner.EnvRunner)`, each
+  (d) raydl: --cpus actors `ray.remote(num_cpus=1)(raydl.rl.runners.env_runner.EnvRunner)`, each
       stepping M envs with batched inference through raydl's Nature-CNN Q-network
       (`QNetwork((4, 84, 84), A, [512])`, 1 torch thread) at epsilon --epsilon: the
       network runs on every step and 5% of actions (default) are random, the realistic
@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import logging
 import os
@@ -127,14 +126,6 @@ def make_rllib_env(env_ctx: Any) -> Any:
         )
         env = NormalizedImageEnv(env)
     return env
-
-
-def spaces_of(env_id: str) -> tuple[tuple[int, ...], int]:
-    env = make_env(env_id)
-    try:
-        return tuple(env.observation_space.shape), int(env.action_space.n)
-    finally:
-        env.close()
 
 
 # --------------------------------------------------------------------------- timing
@@ -333,50 +324,46 @@ def _raydl_runner_info(runner: Any) -> dict[str, Any]:
 
 
 def raydl_runner_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """EnvRunner keywords for this env, and a note on the mode used."""
-    from raydl.rl.networks import QNetwork
-    from raydl.rl.runner import EnvRunner
+    """EnvRunner keywords for this env (its env spec first), and a note on the mode used."""
+    import dataclasses
 
-    obs_shape, num_actions = spaces_of(args.env)
-    hidden = [512] if len(obs_shape) == 3 else [64]
-    shape: Any = obs_shape if len(obs_shape) == 3 else obs_shape[0]
+    from raydl.envs.spec import probe_env
+    from raydl.rl.networks import QNetwork
+
+    spec = probe_env(args.env)
+    hidden = [512] if spec.pixels else [64]
     kwargs: dict[str, Any] = {
-        "policy_fn": functools.partial(QNetwork, shape, num_actions, hidden),
+        "env": spec,
+        "policy_fn": functools.partial(QNetwork, spec.obs_shape, spec.num_actions, hidden),
         "torch_threads": 1,
     }
-    params = inspect.signature(EnvRunner.__init__).parameters
-    note = f"QNetwork({shape}, {num_actions}, {hidden})"
-    if is_atari(args.env):
-        if "atari" not in params:
-            raise SystemExit("raydl's EnvRunner takes no atari= yet: (d) cannot run on Atari")
-        from raydl.config import AtariConfig
-
-        kwargs["atari"] = AtariConfig()
-        if "frames" in params and not args.raydl_transitions:
-            kwargs["frames"] = True
-            note += ", frame mode (frames for the frame replay buffer)"
-        else:
+    note = f"QNetwork({spec.obs_shape}, {spec.num_actions}, {hidden})"
+    if spec.obs_kind == "frames":
+        if args.raydl_transitions:  # whole stacked observations, as other images
+            kwargs["env"] = dataclasses.replace(spec, obs_kind="image")
             note += ", transition mode"
+        else:
+            note += ", frame mode (frames for the frame replay buffer)"
     return kwargs, note
 
 
 def run_raydl(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    from raydl.rl.runner import EnvRunner
+    from raydl.rl.runners.env_runner import EnvRunner
 
     n, m = args.cpus, args.envs_per_runner
     kwargs, note = raydl_runner_kwargs(args)
     remote_cls = ray.remote(num_cpus=1)(EnvRunner)
     actors = [
-        remote_cls.remote(args.env, m, seed=0, runner_index=i, **kwargs) for i in range(n)
+        remote_cls.remote(num_envs=m, seed=0, runner_index=i, **kwargs) for i in range(n)
     ]
 
     def submit(actor: Any) -> Any:
         return actor.sample.remote(args.rollout, args.epsilon)
 
-    def count(result: dict[str, Any]) -> int:
-        return int(result["env_steps"])
+    def count(result: Any) -> int:
+        return int(result.env_steps)
 
     try:
         info = ray.get(actors[0].__ray_call__.remote(_raydl_runner_info))

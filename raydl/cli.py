@@ -216,7 +216,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     data = read_experiment(args.experiment, args.overrides)
     if "tune" in data:
-        from raydl.tune import load_tune_spec
+        from raydl.tune_spec import load_tune_spec
 
         cfg = load_tune_spec(data).cfg  # the experiment's check step included
     else:

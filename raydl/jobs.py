@@ -158,7 +158,7 @@ def build_request(
         raise ConfigError(f"--working-dir {working_dir}: no such directory")
     local, name = _experiment_argument(experiment, workdir)
     if tune:
-        from raydl.tune import load_tune_spec
+        from raydl.tune_spec import load_tune_spec
 
         load_tune_spec(local, overrides, check=False)
         if num_samples is not None and num_samples < 1:

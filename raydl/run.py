@@ -203,7 +203,7 @@ def summary_line(cfg: Any, result: RunResult) -> str:
     steps = m.get("env_steps", 0)
     rate = (steps - result.start_env_steps) / max(result.wall_s, 1e-9)
     value = m.get(HEADLINE)
-    shown = f"{value:.1f}" if isinstance(value, float) else "-"
+    shown = f"{value:.4g}" if isinstance(value, float) else "-"
     return (
         f"raydl: {cfg.kind} on {cfg.env} stopped ({result.stopped_by}) after "
         f"{steps:,} env steps, {result.wall_s:.1f}s ({rate:,.0f} steps/s); "

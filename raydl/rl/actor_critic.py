@@ -17,7 +17,6 @@ baseline (`returns: episode`).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -121,26 +120,22 @@ def build_actor_critic(env: EnvSpec, algo: ActorCriticConfig) -> ActorCritic:
 
 
 class ActorCriticAlgorithm:
-    """The learner and its workers; `step()` runs one iteration and returns metrics.
-
-    `env` is what the check step found (`check(cfg)`, run when not given)."""
+    """The actor-critic learner and its workers; `step()` runs one iteration and returns
+    its metrics. `env`: the check step's env spec (the step is run here when not given)."""
 
     def __init__(self, cfg: ActorCriticExperiment, env: EnvSpec | None = None) -> None:
-        self.cfg = cfg
-        self.env = env = env or check(cfg)
-        algo = cfg.algo
-        learner.prepare_learner(cfg.seed, algo.learner_threads)
-        self.device = learner.learner_device(algo.device)
-        self.policy_fn = functools.partial(build_actor_critic, env, algo)
+        self.cfg, self.env = cfg, env or check(cfg)  # the check step's env spec
+        self.device, self.policy_fn = learner.prepare_learner(cfg, self.env, build_actor_critic)
         self.net = self.policy_fn().to(self.device)
         self.params = list(self.net.parameters())
+        algo = cfg.algo
         self.optimizer = make_optimizer(
             algo.optimizer, self.params, algo.lr, momentum=algo.momentum, eps=algo.adam_eps,
         )
         self.book = Book()
         self.runners = make_runners(
             cfg.runners, ACWorker,
-            dict(env=env, num_envs=cfg.runners.envs_per_runner, policy_fn=self.policy_fn,
+            dict(env=self.env, num_envs=cfg.runners.envs_per_runner, policy_fn=self.policy_fn,
                  seed=cfg.seed, returns=algo.returns, gamma=algo.gamma,
                  gae_lambda=algo.gae_lambda, vf_coef=algo.vf_coef, ent_coef=algo.ent_coef,
                  normalize_advantage=algo.normalize_advantage),

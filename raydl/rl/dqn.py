@@ -16,7 +16,6 @@ runners.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -118,16 +117,12 @@ def build_q_network(env: EnvSpec, algo: DQNConfig) -> QNetwork:
 
 class DQN:
     """The DQN learner and its runners; `step()` runs one iteration and returns metrics.
-
-    `env` is what the check step found (`check(cfg)`, run when not given)."""
+    `env` is what the check step found (it is run here when not given)."""
 
     def __init__(self, cfg: DQNExperiment, env: EnvSpec | None = None) -> None:
-        self.cfg = cfg
-        self.env = env = env or check(cfg)
+        self.cfg, self.env = cfg, env or check(cfg)  # the check step's env spec
+        self.device, self.policy_fn = learner.prepare_learner(cfg, self.env, build_q_network)
         algo = cfg.algo
-        learner.prepare_learner(cfg.seed, algo.learner_threads)
-        self.device = learner.learner_device(algo.device)
-        self.policy_fn = functools.partial(build_q_network, env, algo)
         self.q = self.policy_fn().to(self.device)
         self.target = self.policy_fn().to(self.device)
         self.target.load_state_dict(self.q.state_dict())
@@ -135,7 +130,7 @@ class DQN:
         self.optimizer = make_optimizer(
             algo.optimizer, self.q.parameters(), algo.lr, momentum=algo.momentum, eps=algo.adam_eps
         )
-        self.buffer = make_replay(env, algo.buffer_size, cfg.seed + 1, prioritized=algo.prioritized,
+        self.buffer = make_replay(self.env, algo.buffer_size, cfg.seed + 1, prioritized=algo.prioritized,
                                   alpha=algo.per_alpha, n_step=algo.n_step, gamma=algo.gamma)
         self.epsilon = LinearSchedule(algo.epsilon_start, algo.epsilon_end, algo.epsilon_steps)
         self.runner_epsilons = apex_epsilons(max(cfg.runners.num, 1), algo.apex_base, algo.apex_alpha)
@@ -145,7 +140,7 @@ class DQN:
         self.last_target_update = 0
         self.runners = make_runners(
             cfg.runners, EnvRunner,
-            dict(env=env, num_envs=cfg.runners.envs_per_runner, policy_fn=self.policy_fn,
+            dict(env=self.env, num_envs=cfg.runners.envs_per_runner, policy_fn=self.policy_fn,
                  seed=cfg.seed, n_step=algo.n_step, gamma=algo.gamma),
             learner_policy=self.q, on_cpu=self.device.type == "cpu",
             weights=self.q.state_dict, version=lambda: self.book.updates,

@@ -5,8 +5,10 @@ checkpoint files around the algorithm's own tensors, and loading a checkpoint's 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from torch import nn
 
 from raydl import checkpoint as ckpt
 from raydl.config import dump_yaml
+from raydl.envs.spec import EnvSpec
 from raydl.errors import ConfigError, matching_checkpoint
 from raydl.rl.runners.base import RunnerResult
 from raydl.seeding import global_rng_state, seed_everything, set_global_rng_state
@@ -43,12 +46,17 @@ def check_device(choice: str, amp: bool = False) -> None:
                           "here; allowed: false")
 
 
-def prepare_learner(seed: int, threads: int) -> None:
+def prepare_learner(
+    cfg: Any, env: EnvSpec, build: Callable[[EnvSpec, Any], nn.Module],
+) -> tuple[torch.device, Callable[[], nn.Module]]:
     """Seed every global generator (so network init is reproducible) and set the
-    learner's torch threads (0: torch's default)."""
-    seed_everything(seed)
-    if threads:
-        torch.set_num_threads(threads)
+    learner's torch threads (`algo.learner_threads`, 0: torch's default); returns the
+    learner's device and the function that builds the policy network (`build(env,
+    cfg.algo)`), which the runners call too."""
+    seed_everything(cfg.seed)
+    if cfg.algo.learner_threads:
+        torch.set_num_threads(cfg.algo.learner_threads)
+    return learner_device(cfg.algo.device), functools.partial(build, env, cfg.algo)
 
 
 @dataclass

@@ -4,7 +4,8 @@ import pytest
 
 from raydl.config import load_experiment
 from raydl.errors import ConfigError
-from raydl.tune import fit_check, load_tune_spec, trial_bundles, trial_experiment
+from raydl.tune import fit_check, trial_bundles
+from raydl.tune_spec import load_tune_spec, trial_experiment
 
 
 def test_run_ignores_the_tune_section_and_tune_reads_it() -> None:
