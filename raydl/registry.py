@@ -13,7 +13,8 @@ Two families (see docs/architecture.md):
   cfg, checked)` gives the greedy policy of a checkpoint. The driver loop (raydl.run)
   steps it until a stop criterion.
 - fit: `Trainer.fit(cfg, run_dir, resume=..., progress=..., callbacks=...)` runs one
-  blocking Ray Train fit that reports every epoch itself.
+  blocking Ray Train fit that reports every epoch itself: the epoch loop of
+  raydl.train.loop over the family's task (raydl.sl.tasks, raydl.gen.tasks).
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ _DQN = dict(config="raydl.rl.dqn:DQNExperiment", algorithm="raydl.rl.dqn:DQN",
 _AC = dict(config="raydl.rl.actor_critic:ActorCriticExperiment",
            algorithm="raydl.rl.actor_critic:ActorCriticAlgorithm",
            check="raydl.rl.actor_critic:check", headline=RETURN, evaluate=_RL_EVAL)
-_SL = dict(config="raydl.sl.trainer:SupervisedExperiment",
+_SL = dict(config="raydl.sl.experiment:SupervisedExperiment",
            algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.trainer:check",
            evaluate="raydl.sl.evaluate:eval_command", summary=("test_accuracy", "test_bpc"))
-_GEN = dict(config="raydl.gen.trainer:GenerativeExperiment",
+_GEN = dict(config="raydl.gen.experiment:GenerativeExperiment",
             algorithm="raydl.gen.trainer:GenerativeTrainer", check="raydl.gen.trainer:check",
             sample="raydl.gen.trainer:sample_command",
             summary=("classifier_score", "real_classifier_score", "class_coverage",

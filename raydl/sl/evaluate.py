@@ -26,7 +26,8 @@ from raydl.sl.data import (
     pad_batch,
 )
 from raydl.sl.models import build_model
-from raydl.sl.trainer import MODEL_FILE, VOCAB_FILE
+from raydl.sl.tasks import VOCAB_FILE
+from raydl.train.plumbing import MODEL_FILE
 
 
 @dataclass
