@@ -151,13 +151,16 @@ def check(cfg: Any) -> Any:
     return resolve(spec(cfg.kind).check)(cfg)
 
 
-def entry_point(kind: str, name: Literal["evaluate", "sample", "visualize"]) -> Callable[..., Any] | None:
+EntryPoint = Literal["evaluate", "sample", "visualize"]
+
+
+def entry_point(kind: str, name: EntryPoint) -> Callable[..., Any] | None:
     """A kind's `raydl eval | sample | viz` function, or None when it has none."""
     reference = getattr(spec(kind), name)
     return resolve(reference) if reference else None
 
 
-def kinds_with(name: Literal["evaluate", "sample", "visualize"]) -> list[str]:
+def kinds_with(name: EntryPoint) -> list[str]:
     """The kinds that have a `raydl eval | sample | viz` entry point."""
     return [kind for kind in kinds() if getattr(_SPECS[kind], name)]
 

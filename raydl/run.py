@@ -227,10 +227,12 @@ def _fit(cfg: Any, run_dir: Path, resume: bool, progress: bool, echo: bool) -> R
                  f"{cfg.train.early_stop_patience} epochs"
     else:
         reason = f"ended at epoch {epoch}"
-    result = RunResult(run_dir, metrics, reason, ckpt.latest_epoch_checkpoint(run_dir), wall, 0, rows)
+    newest = ckpt.latest_epoch_checkpoint(run_dir)
+    result = RunResult(run_dir, metrics, reason, newest, wall, 0, rows)
     if echo:
         keys = dict.fromkeys((registry.headline(cfg), *registry.spec(cfg.kind).summary))
-        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), float))
+        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in keys
+                          if isinstance(metrics.get(k), float))
         print(
             f"raydl: {cfg.title} stopped ({reason}) after "
             f"{epoch} epochs on {cfg.scaling.workers} workers, {wall:.1f}s; {shown or '-'}; "

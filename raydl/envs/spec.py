@@ -49,7 +49,7 @@ class EnvSpec:
     obs_shape: tuple[int, ...]  # what networks and replay buffers see
     obs_dtype: str
     transform: Transform
-    atari: AtariConfig | None = None  # preprocessing of ALE/* ids (None: defaults)
+    atari: AtariConfig | None = None  # the preprocessing of ALE/* ids (None for others)
 
     @property
     def num_actions(self) -> int:
@@ -97,11 +97,14 @@ def probe_env(env_id: str, atari: AtariConfig | None = None) -> EnvSpec:
         env.close()
     kind, transform = observation_plan(obs_space, frames=is_atari(env_id), env_id=env_id)
     adapted = adapted_space(obs_space, transform)
-    return EnvSpec(env_id, obs_space, action_space, kind, tuple(adapted.shape),  # type: ignore[arg-type]
-                   str(adapted.dtype), transform, atari if is_atari(env_id) else None)
+    return EnvSpec(env_id, obs_space, action_space, kind, tuple(adapted.shape),
+                   str(adapted.dtype), transform,
+                   (atari or AtariConfig()) if is_atari(env_id) else None)
 
 
-def observation_plan(space: gym.Space[Any], frames: bool = False, env_id: str = "env") -> tuple[ObsKind, Transform]:
+def observation_plan(
+    space: gym.Space[Any], frames: bool = False, env_id: str = "env",
+) -> tuple[ObsKind, Transform]:
     """How observations of `space` reach a network (see the module's table)."""
     if _contains(space, _UNTAKEN):
         raise ConfigError(
@@ -134,7 +137,8 @@ def adapted_space(space: gym.Space[Any], transform: Transform) -> spaces.Box:
                           dtype=space.dtype)  # type: ignore[arg-type]
     if transform in ("float32", "flatten"):
         flat = spaces.flatten_space(space)
-        return spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32),  # type: ignore[union-attr]
+        assert isinstance(flat, spaces.Box)
+        return spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32),
                           dtype=np.float32)
     assert isinstance(space, spaces.Box)
     return space

@@ -26,7 +26,15 @@ import torch
 from raydl.config import RLExperiment, param, section
 from raydl.envs.spec import EnvSpec, probe_env
 from raydl.errors import ConfigError, matching_checkpoint
-from raydl.nn import Activation, Loss, Nonfinite, Optimizer, finite_values, make_optimizer, nonfinite_error
+from raydl.nn import (
+    Activation,
+    Loss,
+    Nonfinite,
+    Optimizer,
+    finite_values,
+    make_optimizer,
+    nonfinite_error,
+)
 from raydl.rl import learner
 from raydl.rl.learner import Book
 from raydl.rl.losses import dqn_loss
@@ -130,10 +138,14 @@ class DQN:
         self.optimizer = make_optimizer(
             algo.optimizer, self.q.parameters(), algo.lr, momentum=algo.momentum, eps=algo.adam_eps
         )
-        self.buffer = make_replay(self.env, algo.buffer_size, cfg.seed + 1, prioritized=algo.prioritized,
-                                  alpha=algo.per_alpha, n_step=algo.n_step, gamma=algo.gamma)
+        self.buffer = make_replay(
+            self.env, algo.buffer_size, cfg.seed + 1, prioritized=algo.prioritized,
+            alpha=algo.per_alpha, n_step=algo.n_step, gamma=algo.gamma,
+        )
         self.epsilon = LinearSchedule(algo.epsilon_start, algo.epsilon_end, algo.epsilon_steps)
-        self.runner_epsilons = apex_epsilons(max(cfg.runners.num, 1), algo.apex_base, algo.apex_alpha)
+        self.runner_epsilons = apex_epsilons(
+            max(cfg.runners.num, 1), algo.apex_base, algo.apex_alpha
+        )
         # Everything needed to continue exactly is in these and the objects above.
         self.book = Book()
         self.updates_owed = 0.0
@@ -251,7 +263,8 @@ class DQN:
         metrics.update({
             "loss": float(np.mean(losses)) if losses else None,
             "q_mean": float(np.mean(qs)) if qs else None,
-            "epsilon": float(np.mean([self._epsilon_for(i) for i in range(len(self.runner_epsilons))])),
+            "epsilon": float(np.mean([self._epsilon_for(i)
+                                      for i in range(len(self.runner_epsilons))])),
             "buffer_size": len(self.buffer),
             "weights_staleness_mean": float(np.mean(staleness)) if staleness else None,
         })

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from raydl import registry
 from raydl.envs.atari import is_atari
 from raydl.envs.spec import EnvSpec
 from raydl.errors import ConfigError
-from raydl.registry import EvalOptions
 
 # Eval seeds live far from training seeds so evaluation never replays training episodes.
 EVAL_SEED_OFFSET = 1_000_000_007
@@ -92,10 +92,8 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
     tmp.replace(path)
 
 
-def eval_command(cfg: Any, directories: list[Path], options: EvalOptions) -> None:
+def eval_command(cfg: Any, directories: list[Path], options: registry.EvalOptions) -> None:
     """`raydl eval` of an RL checkpoint: play episodes with its greedy policy."""
-    from raydl import registry
-
     if len(directories) > 1:
         raise ConfigError("eval: RL checkpoints are evaluated one at a time")
     epsilon = options.epsilon

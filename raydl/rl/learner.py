@@ -115,7 +115,9 @@ class Book:
             "nonfinite_skipped": self.nonfinite_skipped,  # cumulative
             # cumulative over the run (resumes included): actors that died and were replaced
             "runner_restarts": runner_restarts,
-            "env_steps_per_s": (self.env_steps - clock.env_steps) / elapsed if elapsed > 0 else None,
+            "env_steps_per_s": (
+                (self.env_steps - clock.env_steps) / elapsed if elapsed > 0 else None
+            ),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -154,7 +156,9 @@ def save_checkpoint(
     ckpt.save_json({**state, "rng": global_rng_state()}, directory / ckpt.COMPLETE_MARKER)
 
 
-def read_checkpoint(directory: Path, arrays: bool = False) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+def read_checkpoint(
+    directory: Path, arrays: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """(tensors, state, replay arrays) of a checkpoint written by `save_checkpoint`; the
     global RNGs are set back to what they were. Every file is read before anything is
     changed, so a broken file is one line and leaves the learner as it was."""

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raydl.errors import CheckpointError
 from raydl.cli import main
-from raydl.errors import ConfigError
+from raydl.errors import CheckpointError, ConfigError
 from tests.made_data import image_folder, write_idx
 from raydl.metrics import read_metrics
 from raydl.run import train

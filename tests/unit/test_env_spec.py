@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tests.space_envs  # noqa: F401  (registers the toy envs)
+from raydl import checkpoint as ckpt
 from raydl.cli import main
 from raydl.config import load_experiment
 from raydl.envs.spec import probe_env
@@ -103,3 +104,18 @@ def test_dqn_learns_from_hwc_images_with_the_cnn_and_plain_replay() -> None:
         assert m["episode_return_mean"] is not None and m["episode_len_mean"] == 20
     finally:
         algo.close()
+
+
+@pytest.mark.parametrize(("name", "inputs"), [("dqn_frozenlake", 16), ("dqn_taxi", 500)])
+def test_shipped_discrete_observation_experiments_run(name: str, inputs: int, tmp_path: Path) -> None:
+    """The shipped FrozenLake and Taxi experiments, cut to one short iteration: their
+    one-hot observations reach the Q-network and the run ends on its stop criterion."""
+    from raydl.run import train
+
+    result = train(name, ["stop.env_steps=600", "algo.steps_per_iteration=600",
+                          "algo.learning_starts=200", "log.tensorboard=false"],
+                   out=tmp_path, progress=False, echo=False)
+    assert result.stopped_by == "env_steps 600 reached"
+    assert result.metrics["learner_updates"] > 0 and np.isfinite(result.metrics["loss"])
+    saved = ckpt.load_torch(ckpt.latest_checkpoint(result.run_dir) / "model.pt")
+    assert saved["q"]["trunk.0.weight"].shape[1] == inputs  # the one-hot width

@@ -2,9 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from raydl.errors import CheckpointError
 from raydl.config import StopConfig, dump_yaml, load_experiment
-from raydl.errors import ConfigError
+from raydl.errors import CheckpointError, ConfigError
 from raydl.run import stop_reason, train
 
 

@@ -165,7 +165,8 @@ class ACWorker(RunnerBase):
             if episode_mode:
                 # Only each env's first episode counts; later steps are masked out.
                 valid_l.append(~finished)
-                episodes += [ep for e, ep in zip(np.flatnonzero(ended), ended_now) if not finished[e]]
+                episodes += [ep for e, ep in zip(np.flatnonzero(ended), ended_now)
+                             if not finished[e]]
                 finished |= ended
             else:
                 episodes += ended_now

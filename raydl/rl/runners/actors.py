@@ -102,7 +102,8 @@ class ActorRunners:
         """Runner `index` died: start its successor with the latest weights and move its
         unfinished requests there (their results will come from the new actor)."""
         if exc.actor_init_failed:  # the same code would fail the same way again
-            raise TrainingError(f"env runner {index} failed to start: {death_reason(exc)}") from None
+            reason = death_reason(exc)
+            raise TrainingError(f"env runner {index} failed to start: {reason}") from None
         self.restarts[index] += 1
         died = self.restarts[index]
         if died > self.cfg.max_restarts:

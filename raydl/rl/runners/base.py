@@ -106,9 +106,9 @@ class RunnerBase(ABC):
         self.env, self.num_envs = env, num_envs
         self.runner_index, self.seed = runner_index, seed
         self.envs = env.make_vector(num_envs)
-        atari = is_atari(env.env_id) and env.atari is not None
-        self.clip_rewards = atari and env.atari.clip_rewards  # type: ignore[union-attr]
-        self.life_loss_terminal = atari and env.atari.terminal_on_life_loss  # type: ignore[union-attr]
+        preprocessing = env.atari if is_atari(env.env_id) else None
+        self.clip_rewards = bool(preprocessing and preprocessing.clip_rewards)
+        self.life_loss_terminal = bool(preprocessing and preprocessing.terminal_on_life_loss)
         self.max_env_errors = max_env_errors
         self.errors_in_a_row = 0
         self.env_error_log: list[str] = []  # recovered errors not yet handed to the learner
@@ -148,7 +148,9 @@ class RunnerBase(ABC):
         self.obs = None
         self.pending_seeds = env_seeds(self.seed, self.runner_index, self.num_envs, generation)
 
-    def _result(self, episodes: list[tuple[float, int]], env_steps: int, started: float) -> dict[str, Any]:
+    def _result(
+        self, episodes: list[tuple[float, int]], env_steps: int, started: float,
+    ) -> dict[str, Any]:
         """The RunnerResult fields of a finished request (started: time.perf_counter())."""
         return dict(episodes=episodes, env_steps=env_steps, runner=self.runner_index,
                     weights_version=self.weights_version,
