@@ -6,7 +6,6 @@ adapts its observations for the learner (`EnvSpec.make`)."""
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 
 import gymnasium as gym
