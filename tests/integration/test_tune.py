@@ -131,11 +131,13 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_pat
         if out.is_dir() and any(out.iterdir()):
             rows = _trial_rows(_search_dir(out))
             finished = {k: v for k, v in rows.items() if v and v[-1].get("done")}
-            if len(finished) >= 2:
+            # Interrupt as soon as one trial is done: trials are short and Tune writes
+            # results in batches, so waiting for more can let the whole search end.
+            if finished:
                 proc.send_signal(signal.SIGINT)  # Tune saves its state and stops
                 break
     proc.wait(timeout=120)
-    assert len(finished) >= 2, "the first trials never finished"
+    assert finished, "the first trial never finished"
     folder = _search_dir(out)
     before = {k: len(v) for k, v in _trial_rows(folder).items() if v and v[-1].get("done")}
     assert len(before) < 4, "the search ended before it could be interrupted"
