@@ -1,5 +1,3 @@
-import sys
+from raydl.cli import entry
 
-from raydl.cli import main
-
-sys.exit(main())
+entry()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import importlib
+import threading
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 from raydl.errors import ConfigError
 
@@ -45,7 +49,10 @@ def resolve_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, state_api: bool = False) -> None:
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, state_api: bool = False, *,
+    preload: Sequence[str] = (), meanwhile: Sequence[str] = (),
+) -> None:
     """Start or join Ray once per process, quietly.
 
     Embedded Ray binds to 127.0.0.1 and runs no dashboard; joining a cluster started
@@ -53,6 +60,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, state_api:
     `state_api` starts the embedded Ray's dashboard server (on 127.0.0.1, behind the
     token) because Ray's State API lives there: Ray Train inside Tune needs it, see
     raydl.tune.
+
+    Start-up (docs/benchmarks.md, "Time to first step"): an embedded Ray's worker
+    processes import the `preload` modules as they start, before any actor is placed on
+    them, and this process imports the `meanwhile` modules on a second thread while Ray
+    starts (a start that mostly waits on Ray's own processes).
     """
     address = resolve_address(address)
     if address:
@@ -61,6 +73,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, state_api:
 
     if ray.is_initialized():
         return
+    importer = threading.Thread(target=_import_all, args=(list(meanwhile),), daemon=True)
+    importer.start()
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
     # Actors' and Ray Train workers' own logs stay out of the terminal; their errors
@@ -78,31 +92,78 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, state_api:
                 )
             raise ConfigError(f"--address {address}: cannot connect to Ray: {reason}") from None
     else:
-        # Ray turns _node_ip_address="127.0.0.1" into this machine's routable address
-        # (ray._private.services.resolve_ip_for_localhost); its agents then listen on that
-        # address and its gRPC and metrics servers on every interface. Ray's one-machine
-        # mode (its default on macOS and Windows) keeps the node, and so every server, on
-        # loopback. Only for this start: a later --address connection is unaffected.
-        from ray._private import ray_constants
-
-        cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = False
-        try:
-            ray.init(
-                # "local" always starts a new instance; a bare init() would silently join
-                # whatever `ray start` cluster happens to run on this machine.
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=state_api,
-                dashboard_host="127.0.0.1",
-                _node_ip_address="127.0.0.1",
-                **common,
-            )
-        finally:
-            ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
-        _restrict_token_file()
+        _start_embedded(num_cpus, state_api, preload, common)
+    importer.join()
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from raydl.profile import mark
+
+    mark("driver: Ray started")
+
+
+# Ray Train defaults for an embedded Ray, set before it starts so every process inherits
+# them: no node of a one-machine Ray can be preempted, so no watcher actor (a process that
+# imports Ray Train, ~1.5 CPU-s); and the controller notices a finished or failed worker
+# group within half a second instead of two.
+EMBEDDED_TRAIN_ENV = {
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+}
+
+
+def _import_all(modules: list[str]) -> None:
+    """Import `modules` now (on the importer thread). A failure is left for the caller's
+    own import of the same module to raise, with its real traceback."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - re-raised by the caller's own import
+            pass
+
+
+def _start_embedded(
+    num_cpus: int | None, state_api: bool, preload: Sequence[str], common: dict[str, Any],
+) -> None:
+    """A new Ray on this machine, on loopback, without the processes a one-machine Ray
+    started by one program has no use for: the autoscaler's monitor (nothing to scale)
+    and the log monitor (worker logs are not sent to the driver: log_to_driver=False).
+    Each is a Python process importing Ray (~0.7 CPU-s at start, 1 s to stop)."""
+    import ray
+    from ray._private import parameter, ray_constants
+
+    for key, value in EMBEDDED_TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+    # Ray turns _node_ip_address="127.0.0.1" into this machine's routable address
+    # (ray._private.services.resolve_ip_for_localhost); its agents then listen on that
+    # address and its gRPC and metrics servers on every interface. Ray's one-machine
+    # mode (its default on macOS and Windows) keeps the node, and so every server, on
+    # loopback. Only for this start: a later --address connection is unaffected.
+    # ray.init has no arguments for the two processes; RayParams has (ray is pinned in
+    # pyproject.toml; tests/integration/test_runtime.py fails if either starts again).
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    params_init = parameter.RayParams.__init__
+
+    def without_monitors(self: Any, *args: Any, **kwargs: Any) -> None:
+        params_init(self, *args, **{**kwargs, "no_monitor": True, "include_log_monitor": False})
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    parameter.RayParams.__init__ = without_monitors  # type: ignore[method-assign]
+    try:
+        ray.init(
+            # "local" always starts a new instance; a bare init() would silently join
+            # whatever `ray start` cluster happens to run on this machine.
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=state_api,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            _system_config={"preload_python_modules": list(preload)} if preload else None,
+            **common,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        parameter.RayParams.__init__ = params_init  # type: ignore[method-assign]
+    _restrict_token_file()
 
 
 def shutdown_ray() -> None:

@@ -277,7 +277,8 @@ def tune_experiment(
     # Ray Train frees the workers' placement group only through a cleaner actor that
     # watches the controller with Ray's State API, served by the dashboard. Without it
     # each stopped trial keeps its workers' CPUs for good and the search stalls.
-    init_ray(address, state_api=not spec.stepped)
+    runner = registry.spec(spec.cfg.kind).runner  # trials' runner actors start on preloaded workers
+    init_ray(address, state_api=not spec.stepped, preload=[runner] if runner else [])
     tuner, max_concurrent = _tuner(spec, storage, name, restore=resume is not None)
     folder = storage / name
     if resume is None:

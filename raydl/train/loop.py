@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from raydl.config import dump_yaml, to_dict
 from raydl.errors import ConfigError
 from raydl.nn import nonfinite_error
+from raydl.profile import mark
 from raydl.train.plumbing import (
     MODEL_FILE,
     STATE_FILE,
@@ -203,17 +204,20 @@ def epoch_loop(config: dict[str, Any]) -> None:
     from raydl import registry
     from raydl.metrics import MetricsWriter
 
+    mark("worker: train function started")
     cls = registry.config_class(config["experiment"]["kind"])
     cfg, run_dir, rank, world = worker_setup(cls, config)
     device = ray.train.torch.get_device()
     worker = Worker(cfg, run_dir, rank, world, device, cfg.train.amp and device.type == "cuda",
                     {k: v for k, v in config.items() if k not in ("experiment", "task", "run_dir")})
     task: Task = registry.resolve(config["task"])(worker)
+    mark("worker: task built (model, data)")
     counters = _restore(task, device)
     writer: MetricsWriter | None = None
     if rank == 0:
         writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
         writer.truncate_after(counters.epoch)
+    mark("worker: first epoch starts")
     try:
         while counters.epoch < cfg.train.epochs:
             if _epoch(task, worker, counters, writer):
@@ -221,6 +225,7 @@ def epoch_loop(config: dict[str, Any]) -> None:
     finally:
         if writer is not None:
             writer.close()
+        mark("worker: train function ends")
 
 
 def _restore(task: Task, device: torch.device) -> Counters:
@@ -268,6 +273,7 @@ def _epoch(task: Task, worker: Worker, counters: Counters, writer: MetricsWriter
     set_sampler_epoch(task.loader, epoch)
     task.begin_epoch(epoch)
     totals, train_time = _train(task, worker, counters)
+    mark(f"worker: epoch {epoch} trained")
     metrics: dict[str, Any] = {
         "iteration": epoch, "epoch": epoch, **task.epoch_metrics(totals),
         f"{task.unit}_per_s": totals[task.counted] / train_time if train_time > 0 else None,
@@ -286,6 +292,7 @@ def _epoch(task: Task, worker: Worker, counters: Counters, writer: MetricsWriter
                  write=lambda directory: _write_checkpoint(task, cfg, state, directory))
     if writer is not None and save:
         writer.plot(registry.headline(cfg), x="epoch")
+    mark(f"worker: epoch {epoch} reported")
     return stop
 
 

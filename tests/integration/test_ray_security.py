@@ -130,3 +130,18 @@ def test_embedded_ray_refuses_a_wrong_token() -> None:
         reply = stub.GetAllNodeInfo(request, metadata=[("authorization", f"Bearer {token}")], timeout=30)
         assert len(reply.node_info_list) == 1
     assert gcs.rsplit(":", 1)[0] == "127.0.0.1"
+
+
+def test_embedded_ray_starts_no_autoscaler_or_log_monitor() -> None:
+    """A one-machine Ray of one program has nothing to scale and sends no worker logs to
+    the driver: raydl starts it without those two Python processes (each ~0.7 CPU-s at
+    start and a second to stop), through a Ray-private hook this catches if an upgrade
+    ignores it. Ray's own record and the process table agree."""
+    import ray
+
+    node = ray._private.worker.global_worker.node
+    assert set(node.all_processes) == {"gcs_server", "raylet", "dashboard"}
+    titles = " ".join(_title(pid) for pid in _descendants(os.getpid()))
+    assert "raylet" in titles and "gcs_server" in titles
+    assert "autoscaler/_private/monitor.py" not in titles
+    assert "log_monitor.py" not in titles

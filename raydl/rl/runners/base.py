@@ -24,6 +24,7 @@ from torch import nn
 from raydl.envs.atari import is_atari
 from raydl.envs.spec import EnvSpec
 from raydl.errors import TrainingError, first_line
+from raydl.profile import mark
 from raydl.seeding import env_seeds, runner_seed
 
 
@@ -99,6 +100,7 @@ class RunnerBase(ABC):
         self, env: EnvSpec, num_envs: int, policy_fn: Callable[[], nn.Module], *, seed: int,
         runner_index: int = -1, torch_threads: int | None = 1, max_env_errors: int = 5,
     ) -> None:
+        mark(f"runner {runner_index}: constructor starts")
         if torch_threads:
             # A tiny policy forward is slower with several threads, and N runners on a
             # few cores would fight over them.
@@ -115,19 +117,25 @@ class RunnerBase(ABC):
         self.policy = policy_fn()
         self.rng = np.random.default_rng(runner_seed(seed, runner_index))
         self.weights_version = -1
+        self.served = 0
         self.tracker = EpisodeTracker(num_envs)
         # Episodes start lazily, in the next request: an env that fails in reset then
         # fails inside a request, whose error reaches the learner (a failing actor
         # constructor would only kill the actor).
         self.obs: np.ndarray | None = None
         self.pending_seeds: list[int] | None = None
+        mark(f"runner {runner_index}: constructed")
 
     # -- requests -----------------------------------------------------------------------
     def run(self, request: Any, weights: Any = None, version: int = -1) -> RunnerResult:
         """Serve one request, loading the learner's `weights` first when given."""
         if weights is not None:
             self.set_weights(weights, version)
-        return self.serve(request)
+        result = self.serve(request)
+        self.served += 1
+        if self.served == 1:
+            mark(f"runner {self.runner_index}: first request served")
+        return result
 
     @abstractmethod
     def serve(self, request: Any) -> RunnerResult:
