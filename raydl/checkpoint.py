@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from raydl.errors import CheckpointError, ConfigError, message_line
 
@@ -151,7 +150,13 @@ def write_checkpoint(
 # ----------------------------------------------------------------------------- files
 
 
+# torch is imported by the two functions that use it: finding and naming checkpoints is
+# part of loading a run, which `raydl run` does before torch is needed (see raydl.run).
+
+
 def save_torch(obj: dict[str, Any], path: Path) -> None:
+    import torch
+
     torch.save(obj, path)
 
 
@@ -159,6 +164,8 @@ def load_torch(path: Path) -> dict[str, Any]:
     """torch.load with weights_only=True: tensors and plain containers, no code."""
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file is missing")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means an unusable file

@@ -124,6 +124,13 @@ class LogConfig:
     curve: bool = param(True, "write curve.png at each checkpoint and at the end")
 
 
+# Choices that several experiment sections share (raydl.nn builds what they name).
+Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
+Optimizer = Literal["adam", "sgd", "rmsprop"]
+Loss = Literal["huber", "mse"]
+Nonfinite = Literal["stop", "skip"]  # a NaN/inf loss or gradient: stop the run, or skip the update
+
+
 @dataclass
 class RLExperiment:
     """What every RL experiment file holds; each kind narrows `kind` and adds `algo`."""

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Literal
 
 import torch
 from torch import nn
 
 from raydl.errors import TrainingError
-
-Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
-Optimizer = Literal["adam", "sgd", "rmsprop"]
-Loss = Literal["huber", "mse"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -78,9 +73,6 @@ def elementwise_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> tor
 
 
 # ----------------------------------------------------------------------------- non-finite losses
-
-Nonfinite = Literal["stop", "skip"]
-
 
 def finite_values(*values: torch.Tensor) -> tuple[list[float], bool]:
     """Scalar tensors as floats, read with one device sync, and whether all are finite.

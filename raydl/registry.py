@@ -59,22 +59,27 @@ class KindSpec:
     sample: str | None = None  # sample(directory, n, seed, nrow, out) for `raydl sample`
     visualize: str | None = None  # viz(directory, image, out) for `raydl viz`
     summary: tuple[str, ...] = ()  # metrics the final line shows besides the headline
+    # stepped: the module of its runner actors' class, which Ray's workers import as they
+    # start, while the driver still sets up (raydl.runtime.init_ray's `preload`)
+    runner: str | None = None
     # Defaults that depend on the kind, filled into the raw experiment before loading
     # (dotted field -> value), so loading never changes a config after the fact.
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 _RL_EVAL = "raydl.rl.evaluate:eval_command"
-_DQN = dict(config="raydl.rl.dqn:DQNExperiment", algorithm="raydl.rl.dqn:DQN",
-            check="raydl.rl.dqn:check", headline=RETURN, evaluate=_RL_EVAL)
-_AC = dict(config="raydl.rl.actor_critic:ActorCriticExperiment",
+_DQN = dict(config="raydl.rl.experiment:DQNExperiment", algorithm="raydl.rl.dqn:DQN",
+            check="raydl.rl.experiment:check_dqn", headline=RETURN, evaluate=_RL_EVAL,
+            runner="raydl.rl.runners.env_runner")
+_AC = dict(config="raydl.rl.experiment:ActorCriticExperiment",
            algorithm="raydl.rl.actor_critic:ActorCriticAlgorithm",
-           check="raydl.rl.actor_critic:check", headline=RETURN, evaluate=_RL_EVAL)
+           check="raydl.rl.experiment:check_actor_critic", headline=RETURN, evaluate=_RL_EVAL,
+           runner="raydl.rl.runners.ac_worker")
 _SL = dict(config="raydl.sl.experiment:SupervisedExperiment",
-           algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.trainer:check",
+           algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.experiment:check",
            evaluate="raydl.sl.evaluate:eval_command", summary=("test_accuracy", "test_bpc"))
 _GEN = dict(config="raydl.gen.experiment:GenerativeExperiment",
-            algorithm="raydl.gen.trainer:GenerativeTrainer", check="raydl.gen.trainer:check",
+            algorithm="raydl.gen.trainer:GenerativeTrainer", check="raydl.gen.experiment:check",
             sample="raydl.gen.trainer:sample_command",
             summary=("classifier_score", "real_classifier_score", "class_coverage",
                      "frechet_distance", "real_frechet_distance", "inception_fid", "val_loss"))

@@ -9,10 +9,11 @@ from typing import Literal
 
 from raydl.config import param, section
 from raydl.errors import ConfigError
-from raydl.gen.models import SIZES
-from raydl.nn import Nonfinite
-from raydl.sl.data import DataConfig
+from raydl.config import Nonfinite
+from raydl.sl.experiment import DataConfig
 from raydl.train.experiment import FitExperiment
+
+SIZES = (28, 32, 64)  # square image sizes the DCGAN and VAE networks are built for
 
 NATIVE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "folder": 64}
 NATIVE_CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "folder": 3}
@@ -146,3 +147,17 @@ class GenerativeExperiment(FitExperiment):
     def title(self) -> str:
         net = "dcgan" if self.kind == "gan" else ("vae" if self.model.variational else "autoencoder")
         return f"{self.kind} {net} on {self.data.source} ({self.image_size} px)"
+
+
+def check(cfg: GenerativeExperiment) -> None:
+    """The check step of kinds gan and vae: the images are there (or may be downloaded),
+    the Inception weights file, if one is named, loads. scikit-learn's digits are always
+    there: no look, and no torch to look."""
+    if cfg.data.source != "digits":
+        from raydl.sl.data import check_data
+
+        check_data(cfg.data)
+    if cfg.score.inception_weights:
+        from raydl.gen.scoring import check_inception
+
+        check_inception(cfg.score.inception_weights)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-SIZES = (28, 32, 64)
+from raydl.gen.experiment import SIZES
 
 
 def _plan(size: int) -> tuple[int, list[int]]:

@@ -1,10 +1,10 @@
 """The generative kinds' entry points for the registry: `kind: gan` (DCGAN) and
 `kind: vae` (VAE / autoencoder).
 
-`check` looks at the world once before a run (the images, Inception weights);
 `GenerativeTrainer.fit` runs a whole run as one Ray Train fit of the epoch loop
 (raydl.train.loop) over `GenerativeTask` (raydl.gen.tasks); `sample_command` is
-`raydl sample`. The experiment file is raydl.gen.experiment.
+`raydl sample`. The experiment file and its check step are
+raydl.gen.experiment.
 
 Quality scores come from a classifier trained by raydl's own CNN trainer: with
 `score.classifier: auto` the driver first trains `experiments/cnn_digits.yaml` (or
@@ -27,7 +27,6 @@ from raydl.config import dump_yaml, load_experiment
 from raydl.errors import CheckpointError, ConfigError
 from raydl.gen.experiment import SCORER_EXPERIMENTS, GenerativeExperiment
 from raydl.gen.models import ConvVAE, Generator
-from raydl.sl.data import check_data
 from raydl.train.loop import run_fit
 from raydl.train.plumbing import DATA_FILE, MODEL_FILE
 
@@ -72,16 +71,6 @@ def _scorer_checkpoint(cfg: GenerativeExperiment, run_dir: Path, progress: bool)
     found = latest_epoch_checkpoint(scorer_dir)
     assert found is not None
     return str(found.resolve())
-
-
-def check(cfg: GenerativeExperiment) -> None:
-    """The check step of kinds gan and vae: the images are there (or may be downloaded),
-    the Inception weights file, if one is named, loads."""
-    from raydl.gen.scoring import check_inception
-
-    check_data(cfg.data)
-    if cfg.score.inception_weights:
-        check_inception(cfg.score.inception_weights)
 
 
 class GenerativeTrainer:

@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from raydl.config import RLExperiment, param, section
-from raydl.envs.spec import EnvSpec, probe_env
-from raydl.errors import ConfigError, matching_checkpoint
-from raydl.nn import Activation, Nonfinite, Optimizer, make_optimizer, nonfinite_error
+from raydl.envs.spec import EnvSpec
+from raydl.errors import matching_checkpoint
+from raydl.nn import make_optimizer, nonfinite_error
 from raydl.rl import learner
 from raydl.rl.learner import Book
+from raydl.rl.experiment import ActorCriticConfig, ActorCriticExperiment, check_actor_critic
 from raydl.rl.networks import ActorCritic
 from raydl.rl.runners import make_runners
 from raydl.rl.runners.ac_worker import (
@@ -41,77 +40,6 @@ from raydl.rl.runners.ac_worker import (
     assign_gradients,
     flat_weights,
 )
-
-
-@dataclass
-class ActorCriticConfig:
-    """Hyperparameters of A3C / A2C / REINFORCE (defaults: SB3's A2C)."""
-
-    asynchronous: bool = param(
-        True, "apply each worker's gradient as it arrives (A3C); default by kind "
-        "(a3c: true, a2c and reinforce: false)"
-    )
-    returns: Literal["nstep", "gae", "episode"] = param(
-        "nstep", "advantage estimate: n-step (rollout_length), GAE(lambda) or whole-episode "
-        "Monte Carlo; default by kind (a3c/a2c: nstep, reinforce: episode)"
-    )
-    gamma: float = param(0.99, "discount factor", ge=0, le=1)
-    gae_lambda: float = param(0.95, "GAE lambda (returns: gae)", ge=0, le=1)
-    lr: float = param(7e-4, "learning rate", gt=0)
-    optimizer: Optimizer = param("rmsprop", "optimizer")
-    adam_eps: float = param(1e-5, "epsilon of RMSprop / Adam", gt=0)
-    momentum: float = param(0.0, "momentum (sgd, rmsprop)", ge=0, lt=1)
-    hidden: list[int] = param(default_factory=lambda: [64, 64], help="trunk hidden sizes", ge=1)
-    activation: Activation = param("tanh", "trunk activation")
-    shared_trunk: bool = param(
-        True, "policy and value share the hidden layers (false: separate MLPs, as SB3)"
-    )
-    vf_coef: float = param(0.5, "weight of the value loss", ge=0)
-    ent_coef: float = param(0.0, "weight of the entropy bonus", ge=0)
-    normalize_advantage: bool = param(False, "standardize advantages per rollout")
-    grad_clip: float = param(0.5, "max global gradient norm (0: no clipping)", ge=0)
-    steps_per_iteration: int = param(2_000, "env steps per training iteration", ge=1)
-    learner_threads: int = param(1, "torch threads of the learner (0: torch's default)", ge=0)
-    device: Literal["auto", "cpu", "cuda"] = param(
-        "auto", "learner device (auto: cuda when present); workers compute on CPU"
-    )
-    nonfinite: Nonfinite = param(
-        "stop", "a NaN/inf gradient: stop the run with an error, or skip that update "
-        "(counted in nonfinite_skipped)"
-    )
-
-
-@dataclass
-class ActorCriticExperiment(RLExperiment):
-    """An A3C / A2C / REINFORCE experiment file (`runners.rollout_length` = n steps)."""
-
-    kind: Literal["a3c", "a2c", "reinforce"] = param("a3c", "registry key")
-    algo: ActorCriticConfig = section(ActorCriticConfig, "algorithm hyperparameters")
-
-    def validate(self) -> None:
-        algo = self.algo
-        if self.kind == "a2c" and algo.asynchronous:
-            raise ConfigError(
-                "algo.asynchronous: true is A3C; use kind: a3c, or allowed for a2c: false"
-            )
-        if self.runners.sync_weights_every != 1:
-            raise ConfigError(
-                f"runners.sync_weights_every: {self.runners.sync_weights_every}: actor-critic "
-                "workers get the learner's weights with every request; allowed: 1"
-            )
-        if self.kind == "reinforce" and algo.returns != "episode":
-            raise ConfigError(
-                f"algo.returns: {algo.returns!r}: REINFORCE learns from whole-episode "
-                "returns; allowed: 'episode' (or use kind a2c/a3c)"
-            )
-
-
-def check(cfg: ActorCriticExperiment) -> EnvSpec:
-    """The check step of kinds a3c, a2c, reinforce: the env's spaces, the device."""
-    learner.check_device(cfg.algo.device)
-    env = probe_env(cfg.env, cfg.atari)
-    env.require_discrete_actions(f"{cfg.kind} here")
-    return env
 
 
 def build_actor_critic(env: EnvSpec, algo: ActorCriticConfig) -> ActorCritic:
@@ -124,7 +52,7 @@ class ActorCriticAlgorithm:
     its metrics. `env`: the check step's env spec (the step is run here when not given)."""
 
     def __init__(self, cfg: ActorCriticExperiment, env: EnvSpec | None = None) -> None:
-        self.cfg, self.env = cfg, env or check(cfg)  # the check step's env spec
+        self.cfg, self.env = cfg, env or check_actor_critic(cfg)  # the check step's env spec
         self.device, self.policy_fn = learner.prepare_learner(cfg, self.env, build_actor_critic)
         self.net = self.policy_fn().to(self.device)
         self.params = list(self.net.parameters())

@@ -16,106 +16,24 @@ runners.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from raydl.config import RLExperiment, param, section
-from raydl.envs.spec import EnvSpec, probe_env
-from raydl.errors import ConfigError, matching_checkpoint
-from raydl.nn import (
-    Activation,
-    Loss,
-    Nonfinite,
-    Optimizer,
-    finite_values,
-    make_optimizer,
-    nonfinite_error,
-)
+from raydl.envs.spec import EnvSpec
+from raydl.errors import matching_checkpoint
+from raydl.nn import finite_values, make_optimizer, nonfinite_error
 from raydl.rl import learner
 from raydl.rl.learner import Book
 from raydl.rl.losses import dqn_loss
 from raydl.rl.networks import QNetwork
+from raydl.rl.experiment import DQNConfig, DQNExperiment, check_dqn
 from raydl.rl.replay import make_replay
 from raydl.rl.runners import make_runners
 from raydl.rl.runners.env_runner import EnvRunner, SampleRequest, SampleResult
 from raydl.rl.schedules import LinearSchedule, apex_epsilons
-
-
-@dataclass
-class DQNConfig:
-    """Hyperparameters of DQN / Double DQN."""
-
-    lr: float = param(1e-3, "learning rate", gt=0)
-    optimizer: Optimizer = param("adam", "optimizer")
-    momentum: float = param(0.0, "momentum (sgd, rmsprop)", ge=0, lt=1)
-    adam_eps: float = param(1e-8, "epsilon of Adam / RMSprop", gt=0)
-    gamma: float = param(0.99, "discount factor", ge=0, le=1)
-    hidden: list[int] = param(default_factory=lambda: [128, 128], help="MLP hidden sizes", ge=1)
-    activation: Activation = param("relu", "hidden-layer activation")
-    double_q: bool = param(True, "Double DQN target: online net picks, target net evaluates")
-    dueling: bool = param(False, "dueling value/advantage head")
-    n_step: int = param(1, "n-step returns", ge=1)
-    loss: Loss = param("huber", "TD regression loss")
-    grad_clip: float = param(10.0, "max global gradient norm (0: no clipping)", ge=0)
-    batch_size: int = param(64, "minibatch size", ge=1)
-    buffer_size: int = param(50_000, "replay capacity in transitions", ge=1)
-    learning_starts: int = param(1_000, "env steps collected before the first update", ge=0)
-    replay_ratio: float = param(0.25, "learner updates per env step", gt=0)
-    target_update: int = param(500, "env steps between target-network updates", ge=1)
-    tau: float = param(1.0, "target update: 1 = hard copy, < 1 = Polyak averaging", gt=0, le=1)
-    prioritized: bool = param(False, "prioritized replay (proportional)")
-    per_alpha: float = param(0.6, "prioritization exponent", ge=0)
-    per_beta: float = param(0.4, "initial importance-weight exponent (annealed to 1)", ge=0, le=1)
-    epsilon_start: float = param(1.0, "initial exploration rate", ge=0, le=1)
-    epsilon_end: float = param(0.02, "final exploration rate", ge=0, le=1)
-    epsilon_steps: int = param(10_000, "env steps to anneal epsilon over", ge=0)
-    apex_epsilons: bool = param(
-        False, "fixed per-runner epsilons base^(1 + alpha i/(N-1)) (Ape-X) instead of the schedule"
-    )
-    apex_base: float = param(0.4, "Ape-X epsilon base", gt=0, lt=1)
-    apex_alpha: float = param(7.0, "Ape-X epsilon exponent spread", ge=0)
-    steps_per_iteration: int = param(1_000, "env steps per training iteration", ge=1)
-    learner_threads: int = param(1, "torch threads of the learner (0: torch's default)", ge=0)
-    device: Literal["auto", "cpu", "cuda"] = param(
-        "auto", "learner device (auto: cuda when present); runners always act on CPU"
-    )
-    amp: bool = param(False, "bfloat16 autocast in the learner (CUDA learners only)")
-    nonfinite: Nonfinite = param(
-        "stop", "a NaN/inf loss or gradient: stop the run with an error, or skip that "
-        "update (counted in nonfinite_skipped)"
-    )
-
-
-@dataclass
-class DQNExperiment(RLExperiment):
-    """A DQN experiment file."""
-
-    kind: Literal["dqn"] = param("dqn", "registry key")
-    algo: DQNConfig = section(DQNConfig, "algorithm hyperparameters")
-
-    def validate(self) -> None:
-        if self.algo.batch_size > self.algo.buffer_size:
-            raise ConfigError(
-                f"algo.batch_size: {self.algo.batch_size} is larger than algo.buffer_size "
-                f"{self.algo.buffer_size}"
-            )
-
-
-def check(cfg: DQNExperiment) -> EnvSpec:
-    """The check step of kind dqn: the env's spaces, the learner's device."""
-    env = probe_env(cfg.env, cfg.atari)
-    env.require_discrete_actions("DQN")
-    if cfg.algo.prioritized and env.obs_kind == "frames":
-        raise ConfigError(
-            "algo.prioritized: not available with Atari frame stacks yet (their replay "
-            "stores each frame once); allowed: false"
-        )
-    learner.check_device(cfg.algo.device, cfg.algo.amp)
-    return env
 
 
 def build_q_network(env: EnvSpec, algo: DQNConfig) -> QNetwork:
@@ -128,7 +46,7 @@ class DQN:
     `env` is what the check step found (it is run here when not given)."""
 
     def __init__(self, cfg: DQNExperiment, env: EnvSpec | None = None) -> None:
-        self.cfg, self.env = cfg, env or check(cfg)  # the check step's env spec
+        self.cfg, self.env = cfg, env or check_dqn(cfg)  # the check step's env spec
         self.device, self.policy_fn = learner.prepare_learner(cfg, self.env, build_q_network)
         algo = cfg.algo
         self.q = self.policy_fn().to(self.device)

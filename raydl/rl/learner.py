@@ -21,7 +21,7 @@ from torch import nn
 from raydl import checkpoint as ckpt
 from raydl.config import dump_yaml
 from raydl.envs.spec import EnvSpec
-from raydl.errors import ConfigError, matching_checkpoint
+from raydl.errors import matching_checkpoint
 from raydl.rl.runners.base import RunnerResult
 from raydl.seeding import global_rng_state, seed_everything, set_global_rng_state
 
@@ -35,15 +35,6 @@ def learner_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
-
-
-def check_device(choice: str, amp: bool = False) -> None:
-    """The check step's part for the learner device (one line each)."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("algo.device: 'cuda' but no CUDA device is visible; allowed: auto, cpu")
-    if amp and learner_device(choice).type != "cuda":
-        raise ConfigError("algo.amp: mixed precision needs a CUDA learner and none is used "
-                          "here; allowed: false")
 
 
 def prepare_learner(

@@ -12,56 +12,25 @@ where to put it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from raydl.config import param
 from raydl.errors import ConfigError
+from raydl.sl.experiment import DOCUMENT_SOURCES, TORCHVISION, DataConfig
 
-ImageSource = Literal["digits", "mnist", "fashion_mnist", "cifar10", "folder"]
-TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
 class DataError(ConfigError):
     """Data that cannot be found or read (exit code 2, one line)."""
-
-
-@dataclass
-class DataConfig:
-    """Where the examples come from and how they are split and transformed."""
-
-    source: Literal[
-        "digits", "mnist", "fashion_mnist", "cifar10", "folder", "text", "text_folder", "csv"
-    ] = param(
-        "digits", "dataset: images (digits (offline), mnist, fashion_mnist, cifar10, folder), "
-        "a corpus for language models (text), labelled documents (text_folder, csv)"
-    )
-    data_dir: str = param("data", "where torchvision datasets / image folders / text live")
-    download: bool = param(False, "download torchvision datasets into data_dir if absent")
-    text_file: str | None = param(
-        None, "source text: a corpus file, or a WikiText-style directory (none: pydoc_data.topics)"
-    )
-    val_fraction: float = param(0.15, "share held out for validation", ge=0, lt=1)
-    test_fraction: float = param(0.15, "share held out for the final test (digits, folder, text)", ge=0, lt=1)
-    image_size: int = param(0, "resize images to this square size (0: keep)", ge=0)
-    channels: int = param(0, "convert images to 1 or 3 channels (0: keep)", ge=0, le=3)
-    augment: bool = param(False, "random crops (4 px padding) and, for cifar10, flips")
-    normalize: bool = param(True, "standardize pixels with the training set's mean/std")
-    sequence: bool = param(False, "images as sequences of rows (sequential MNIST) for LSTMs")
-    seq_len: int = param(128, "language models: tokens per truncated-BPTT window", ge=2)
-    level: Literal["char", "word"] = param("char", "language models: character or word tokens")
-    csv_file: str | None = param(None, "source csv: a file with `text` and `label` columns")
-    max_tokens: int = param(400, "documents: keep the first N word tokens", ge=1)
-    max_vocab: int = param(20_000, "documents: vocabulary size (most frequent words)", ge=2)
-    seed: int = param(0, "seed of the train/validation/test split", ge=0)
 
 
 @dataclass
@@ -119,13 +88,30 @@ def image_transform(cfg: DataConfig, mean: list[float], std: list[float], train:
     return T.Compose(steps)
 
 
-def _digits(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits: (images (N, 8, 8) of grey levels 0..16, labels).
 
-    bunch = load_digits()
-    # 0..16 grey levels -> uint8 0..255, (N, 8, 8, 1) so transforms see HWC images
-    images = torch.as_tensor((bunch.images * (255.0 / 16.0)).round().astype(np.uint8))
-    return images.unsqueeze(1), torch.as_tensor(bunch.target, dtype=torch.long)
+    Read from the file scikit-learn ships (sklearn/datasets/data/digits.csv.gz) as its
+    `load_digits` reads it: importing scikit-learn costs each Ray Train worker ~1.3 CPU-s
+    for a 1,797-row file. `load_digits` itself where that file is not found;
+    tests/unit/test_sl_data_models.py checks both give the same arrays."""
+    spec = importlib.util.find_spec("sklearn")
+    shipped = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" \
+        if spec is not None and spec.submodule_search_locations else None
+    if shipped is None or not shipped.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target
+    data = np.loadtxt(shipped, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
+def _digits(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = digits_arrays()
+    # 0..16 grey levels -> uint8 0..255, (N, 1, 8, 8)
+    pixels = torch.as_tensor((images * (255.0 / 16.0)).round().astype(np.uint8))
+    return pixels.unsqueeze(1), torch.as_tensor(labels, dtype=torch.long)
 
 
 def _torchvision(cfg: DataConfig, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,8 +324,6 @@ def bptt_batches(stream: torch.Tensor, batch_size: int, seq_len: int) -> list[tu
 
 # ----------------------------------------------------------------------------- documents
 
-DOCUMENT_SOURCES = ("text_folder", "csv")
-IMAGE_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
 PAD, UNK = 0, 1
 _WORD = re.compile(r"[a-z0-9']+|[^a-z0-9'\s]")
 

@@ -1,17 +1,72 @@
 """The experiment file of the supervised kinds, `classify` and `language_model`: the
-`train:` section and the checks between sections (an arch that fits the kind and data)."""
+`data:`, `model:` and `train:` sections, the checks between sections (an arch that fits
+the kind and data) and the check step. Without torch: loading, checking and `raydl check`
+import it alone (raydl.sl.data and raydl.sl.models build what it describes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from raydl.config import param, section
+from raydl.config import Nonfinite, Optimizer, param, section
 from raydl.errors import ConfigError
-from raydl.nn import Nonfinite, Optimizer
-from raydl.sl.data import DOCUMENT_SOURCES, DataConfig
-from raydl.sl.models import ModelConfig
 from raydl.train.experiment import FitExperiment
+
+TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+DOCUMENT_SOURCES = ("text_folder", "csv")
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are split and transformed."""
+
+    source: Literal[
+        "digits", "mnist", "fashion_mnist", "cifar10", "folder", "text", "text_folder", "csv"
+    ] = param(
+        "digits", "dataset: images (digits (offline), mnist, fashion_mnist, cifar10, folder), "
+        "a corpus for language models (text), labelled documents (text_folder, csv)"
+    )
+    data_dir: str = param("data", "where torchvision datasets / image folders / text live")
+    download: bool = param(False, "download torchvision datasets into data_dir if absent")
+    text_file: str | None = param(
+        None, "source text: a corpus file, or a WikiText-style directory (none: pydoc_data.topics)"
+    )
+    val_fraction: float = param(0.15, "share held out for validation", ge=0, lt=1)
+    test_fraction: float = param(0.15, "share held out for the final test (digits, folder, text)", ge=0, lt=1)
+    image_size: int = param(0, "resize images to this square size (0: keep)", ge=0)
+    channels: int = param(0, "convert images to 1 or 3 channels (0: keep)", ge=0, le=3)
+    augment: bool = param(False, "random crops (4 px padding) and, for cifar10, flips")
+    normalize: bool = param(True, "standardize pixels with the training set's mean/std")
+    sequence: bool = param(False, "images as sequences of rows (sequential MNIST) for LSTMs")
+    seq_len: int = param(128, "language models: tokens per truncated-BPTT window", ge=2)
+    level: Literal["char", "word"] = param("char", "language models: character or word tokens")
+    csv_file: str | None = param(None, "source csv: a file with `text` and `label` columns")
+    max_tokens: int = param(400, "documents: keep the first N word tokens", ge=1)
+    max_vocab: int = param(20_000, "documents: vocabulary size (most frequent words)", ge=2)
+    seed: int = param(0, "seed of the train/validation/test split", ge=0)
+
+
+@dataclass
+class ModelConfig:
+    """Which network, and its sizes."""
+
+    arch: Literal["cnn", "resnet18", "resnet34", "resnet50", "lstm", "textcnn", "lstm_lm"] = param(
+        "cnn", "network: cnn, resnet18/34/50 (transfer), lstm, textcnn, lstm_lm"
+    )
+    channels: list[int] = param(default_factory=lambda: [32, 64], help="cnn: conv widths", ge=1)
+    hidden: int = param(128, "cnn: fully connected width; lstm: hidden size", ge=1)
+    dropout: float = param(0.25, "dropout probability", ge=0, lt=1)
+    layers: int = param(1, "lstm: stacked layers", ge=1)
+    bidirectional: bool = param(False, "lstm classifier: read both directions")
+    embedding: int = param(64, "token embedding size (text models)", ge=1)
+    tie_weights: bool = param(False, "lstm_lm: share embedding and output weights")
+    kernel_sizes: list[int] = param(default_factory=lambda: [3, 4, 5], help="textcnn kernels")
+    pretrained: bool = param(False, "resnet: start from torchvision's ImageNet weights")
+    freeze: Literal["none", "backbone"] = param("none", "resnet: train only the new head")
+    unfreeze_after: int = param(0, "resnet: unfreeze the backbone after N epochs (0: never)", ge=0)
+    checkpoint_dir: str | None = param(None, "resnet: torch hub cache dir for pretrained weights (none: torch's)")
+
+
 
 
 @dataclass
@@ -88,3 +143,17 @@ class SupervisedExperiment(FitExperiment):
         """(metric, 'min' or 'max') for early stopping and the best checkpoint."""
         name = self.train.early_stop_metric or ("val_loss" if self.kind == "language_model" else "val_accuracy")
         return name, ("max" if "accuracy" in name else "min")
+
+
+def check(cfg: SupervisedExperiment) -> None:
+    """The check step of kinds classify and language_model: the data files are there
+    (or may be downloaded), pretrained weights are at hand. scikit-learn's digits and
+    Python's own corpus are always there: they need no look, and no torch to look."""
+    if cfg.data.source != "digits" and not (cfg.data.source == "text" and not cfg.data.text_file):
+        from raydl.sl.data import check_data
+
+        check_data(cfg.data)
+    if cfg.model.pretrained:
+        from raydl.sl.models import check_pretrained
+
+        check_pretrained(cfg.model.arch, cfg.model)

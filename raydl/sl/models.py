@@ -4,37 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from raydl.config import param
+from raydl.sl.experiment import ModelConfig
 from raydl.errors import ConfigError
-
-@dataclass
-class ModelConfig:
-    """Which network, and its sizes."""
-
-    arch: Literal["cnn", "resnet18", "resnet34", "resnet50", "lstm", "textcnn", "lstm_lm"] = param(
-        "cnn", "network: cnn, resnet18/34/50 (transfer), lstm, textcnn, lstm_lm"
-    )
-    channels: list[int] = param(default_factory=lambda: [32, 64], help="cnn: conv widths", ge=1)
-    hidden: int = param(128, "cnn: fully connected width; lstm: hidden size", ge=1)
-    dropout: float = param(0.25, "dropout probability", ge=0, lt=1)
-    layers: int = param(1, "lstm: stacked layers", ge=1)
-    bidirectional: bool = param(False, "lstm classifier: read both directions")
-    embedding: int = param(64, "token embedding size (text models)", ge=1)
-    tie_weights: bool = param(False, "lstm_lm: share embedding and output weights")
-    kernel_sizes: list[int] = param(default_factory=lambda: [3, 4, 5], help="textcnn kernels")
-    pretrained: bool = param(False, "resnet: start from torchvision's ImageNet weights")
-    freeze: Literal["none", "backbone"] = param("none", "resnet: train only the new head")
-    unfreeze_after: int = param(0, "resnet: unfreeze the backbone after N epochs (0: never)", ge=0)
-    checkpoint_dir: str | None = param(None, "resnet: torch hub cache dir for pretrained weights (none: torch's)")
-
 
 class SmallCNN(nn.Module):
     """An MNIST-style CNN: [conv3x3-ReLU] x k, max-pool, dropout, FC-ReLU, dropout, FC."""

@@ -119,3 +119,15 @@ def test_documents_from_a_csv_and_its_errors(tmp_path) -> None:
         document_splits(DataConfig(source="csv", csv_file=str(tmp_path / "bad.csv")))
     with pytest.raises(ConfigError, match="data.csv_file: None is not a file"):
         document_splits(DataConfig(source="csv"))
+
+
+def test_digits_read_from_scikit_learns_file_equal_load_digits() -> None:
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from raydl.sl.data import digits_arrays
+
+    images, labels = digits_arrays()
+    bunch = load_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
