@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from raydl.errors import ConfigError
+from raydl.errors import ConfigError, quote
 
 T = TypeVar("T")
 
@@ -90,6 +90,10 @@ class RunnersConfig:
     max_env_errors: int = param(
         5, "an env that raises in step/reset is recreated (its open episodes dropped); "
         "stop after this many failures with no successful step in between", ge=1
+    )
+    request_timeout_s: float = param(
+        300.0, "a runner actor that has not answered a request (or a state call) for this "
+        "long is taken as hung and replaced like a dead one (0: wait forever)", ge=0
     )
 
 
@@ -185,12 +189,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _coerce_literal(value, get_args(tp), where)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
         (item_tp,) = get_args(tp)
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
         key_tp, val_tp = get_args(tp)
         return {
             _coerce(k, key_tp, f"{where} key"): _coerce(v, val_tp, f"{where}.{k}")
@@ -213,7 +217,7 @@ def _coerce_union(value: Any, tp: Any, where: str) -> Any:
             return _coerce(value, arg, where)
         except ConfigError:
             continue
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
 
 
 def _coerce_literal(value: Any, allowed: tuple[Any, ...], where: str) -> Any:
@@ -222,7 +226,7 @@ def _coerce_literal(value: Any, allowed: tuple[Any, ...], where: str) -> Any:
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ConfigError(
-        f"{where}: {value!r} is not allowed{hint}; allowed: {', '.join(map(repr, allowed))}"
+        f"{where}: {quote(value)} is not allowed{hint}; allowed: {', '.join(map(repr, allowed))}"
     )
 
 
@@ -231,7 +235,7 @@ def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {quote(value)}")
     if tp in (int, float) and isinstance(value, str) and _NUMBER_RE.match(value.strip()):
         value = float(value.replace("_", ""))
     if tp is int:
@@ -239,17 +243,17 @@ def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
             return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {quote(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+                raise ConfigError(f"{where}: expected a finite number, got {quote(value)}")
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {quote(value)}")
     if tp is str:
         if isinstance(value, str) and value:
             return value
-        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+        raise ConfigError(f"{where}: expected a non-empty string, got {quote(value)}")
     raise ConfigError(f"{where}: unsupported field type {tp!r}")  # a bug in a section
 
 
@@ -267,7 +271,7 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
         and (meta.get("le") is None or value <= meta["le"])
     )
     if not ok:
-        raise ConfigError(f"{where}: expected a number {_bounds_text(meta)}, got {value!r}")
+        raise ConfigError(f"{where}: expected a number {_bounds_text(meta)}, got {quote(value)}")
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
@@ -276,12 +280,13 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{label}: expected a mapping of keys to values, got {data!r}")
+        raise ConfigError(f"{label}: expected a mapping of keys to values, got {quote(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
+        name = key if isinstance(key, str) and len(key) <= 80 else quote(key)
+        path = f"{where}.{name}" if where else name
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -320,11 +325,11 @@ def safe_load(text: str) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``algo.lr=3e-4`` into (["algo", "lr"], 3e-4); the value is read as YAML."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. algo.lr=3e-4")
+        raise ConfigError(f"--set {quote(text)}: expected KEY=VALUE, e.g. algo.lr=3e-4")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
-        raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key like algo.lr")
+        raise ConfigError(f"--set {quote(text)}: {quote(key)} is not a dotted key like algo.lr")
     try:
         value = safe_load(raw) if raw.strip() else ""
     except (yaml.YAMLError, ValueError, RecursionError):
@@ -353,7 +358,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 child = node[part] = {}
             if not isinstance(child, dict):
                 raise ConfigError(
-                    f"--set {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+                    f"--set {quote(text)}: {'.'.join(parts[: i + 1])} is a value, not a section"
                 )
             node = child
         node[parts[-1]] = value

@@ -7,6 +7,7 @@ TrainingError is a run that failed (exit 1).
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,14 @@ class ConfigError(ValueError):
 class TrainingError(RuntimeError):
     """Training itself failed (a worker's error, repeated env failures, a non-finite loss):
     one line for the user, exit code 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what was saved and how to go on."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 class CheckpointError(RuntimeError):
@@ -48,6 +57,23 @@ def one_line(exc: BaseException) -> str:
     """An error as the one line raydl prints; a line break in it can only come from the
     user's input (a key or value quoted back), so it is shown escaped."""
     return str(exc).translate(_LINE_BREAKS)
+
+
+# How much of a user's value an error quotes: a few items per level, a few levels, a short
+# string. A YAML file of a few hundred bytes can alias its way to a structure whose full
+# repr is gigabytes (10 levels of 10-fold aliases); the quote stays a line.
+_QUOTE = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_QUOTE.maxlevel = 3
+_QUOTE.maxtuple = _QUOTE.maxlist = _QUOTE.maxarray = _QUOTE.maxdict = 4
+_QUOTE.maxset = _QUOTE.maxfrozenset = _QUOTE.maxdeque = 4
+_QUOTE.maxstring, _QUOTE.maxlong, _QUOTE.maxother = 80, 40, 80
+QUOTE_LIMIT = 160
+
+
+def quote(value: object) -> str:
+    """`repr(value)` cut to a bounded excerpt ("..." where it was cut), for error lines."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
 @contextmanager

@@ -206,3 +206,41 @@ def test_run_refuses_broken_experiments_with_the_same_line(data: st.DataObject) 
     ran = cli("run", str(path), "--out", str(out))
     assert ran == checked
     assert not out.exists() or not any(out.iterdir())  # nothing half-made
+
+
+# -- aliases: a few hundred bytes of YAML that stand for gigabytes ------------------------
+
+def alias_bomb(levels: int, fanout: int = 10) -> str:
+    """A list whose YAML is a few hundred bytes and whose repr has fanout**levels items:
+    each anchor is a list of `fanout` aliases of the one before."""
+    items = ["&a0 [" + ", ".join(["1"] * fanout) + "]"]
+    for i in range(1, levels + 1):
+        items.append(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * fanout) + "]")
+    return "[" + ", ".join(items) + "]"
+
+
+def bomb_experiment(levels: int, where: str) -> str:
+    section, key = where.split(".") if "." in where else ("", where)
+    base = copy.deepcopy(EXPERIMENTS["dqn_cartpole"])
+    text = dump({k: v for k, v in base.items() if k != (section or key)})
+    value = alias_bomb(levels)
+    if section:
+        rest = {k: v for k, v in base[section].items() if k != key}
+        return text + dump({section: rest}).rstrip() + f"\n  {key}: {value}\n"
+    return text + f"{key}: {value}\n"
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(levels=st.integers(min_value=1, max_value=9),
+       where=st.sampled_from(["stop.env_steps", "algo.hidden", "algo.lr", "env", "stop", "seed"]))
+def test_aliased_values_are_quoted_as_a_bounded_excerpt(levels: int, where: str) -> None:
+    """Up to 10**10 items behind 500 bytes: `raydl check` and `raydl run` both refuse them
+    in one short line (an error used to print the whole expansion: 358 MB at 7 levels)."""
+    path = write(bomb_experiment(levels, where))
+    assert len(path.read_bytes()) < 1000
+    checked = cli("check", str(path))
+    assert_clean(*checked, must_fail=True)
+    assert len(checked[1]) < 600
+    out = WORKDIR / "runs"
+    assert cli("run", str(path), "--out", str(out)) == checked
+    assert not out.exists() or not any(out.iterdir())
