@@ -76,7 +76,7 @@ _AC = dict(config="raydl.rl.experiment:ActorCriticExperiment",
            check="raydl.rl.experiment:check_actor_critic", headline=RETURN, evaluate=_RL_EVAL,
            runner="raydl.rl.runners.ac_worker")
 _SL = dict(config="raydl.sl.experiment:SupervisedExperiment",
-           algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.experiment:check",
+           algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.check:check",
            evaluate="raydl.sl.evaluate:eval_command", summary=("test_accuracy", "test_bpc"))
 _GEN = dict(config="raydl.gen.experiment:GenerativeExperiment",
             algorithm="raydl.gen.trainer:GenerativeTrainer", check="raydl.gen.experiment:check",

@@ -1,7 +1,7 @@
 """The experiment file of the supervised kinds, `classify` and `language_model`: the
-`data:`, `model:` and `train:` sections, the checks between sections (an arch that fits
-the kind and data) and the check step. Without torch: loading, checking and `raydl check`
-import it alone (raydl.sl.data and raydl.sl.models build what it describes)."""
+`data:`, `model:` and `train:` sections and the checks between sections (an arch that fits
+the kind and data). Without torch: loading an experiment imports it alone (raydl.sl.data
+and raydl.sl.models build what it describes; raydl.sl.check is its check step)."""
 
 from __future__ import annotations
 
@@ -143,17 +143,3 @@ class SupervisedExperiment(FitExperiment):
         """(metric, 'min' or 'max') for early stopping and the best checkpoint."""
         name = self.train.early_stop_metric or ("val_loss" if self.kind == "language_model" else "val_accuracy")
         return name, ("max" if "accuracy" in name else "min")
-
-
-def check(cfg: SupervisedExperiment) -> None:
-    """The check step of kinds classify and language_model: the data files are there
-    (or may be downloaded), pretrained weights are at hand. scikit-learn's digits and
-    Python's own corpus are always there: they need no look, and no torch to look."""
-    if cfg.data.source != "digits" and not (cfg.data.source == "text" and not cfg.data.text_file):
-        from raydl.sl.data import check_data
-
-        check_data(cfg.data)
-    if cfg.model.pretrained:
-        from raydl.sl.models import check_pretrained
-
-        check_pretrained(cfg.model.arch, cfg.model)
