@@ -32,27 +32,38 @@ class MetricsWriter:
         self.run_dir = run_dir
         self.path = run_dir / METRICS_FILE
         self.curve = curve
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.tb: Any = self._open_tensorboard() if tensorboard else None
         self.fh: TextIO = open(self.path, "a")
 
+    def _open_tensorboard(self, purge_step: int | None = None) -> Any:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
+
+    @staticmethod
+    def step(metrics: dict[str, Any]) -> int:
+        """A row's TensorBoard step: its env steps (stepped kinds), else its iteration."""
+        return int(metrics.get("env_steps") or metrics.get("iteration") or 0)
+
     def truncate_after(self, iteration: int) -> None:
-        """On resume: drop rows written after the checkpoint, so no step appears twice."""
+        """On resume: drop rows written after the checkpoint, so no step appears twice,
+        in metrics.jsonl and in TensorBoard (TensorBoard's own purge_step: its readers
+        hide every earlier event at or past the first step written again)."""
         self.fh.close()
         rows = [r for r in read_metrics(self.run_dir) if r.get("iteration", 0) <= iteration]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(self.path)
         self.fh = open(self.path, "a")
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = self._open_tensorboard(purge_step=max((self.step(r) for r in rows), default=-1) + 1)
 
     def write(self, metrics: dict[str, Any]) -> None:
         self.fh.write(json.dumps(metrics) + "\n")
         self.fh.flush()
         if self.tb is not None:
-            step = int(metrics.get("env_steps") or metrics.get("iteration") or 0)
+            step = self.step(metrics)
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     if math.isfinite(value):

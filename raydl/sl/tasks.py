@@ -193,6 +193,16 @@ class LanguageModelTask:
         self.vocab.save(directory / VOCAB_FILE)
 
 
+def restore_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any], epochs: int) -> None:
+    """Load a saved schedule; a cosine one then ends at this run's `train.epochs`, which a
+    resume may have raised. Its saved horizon would make the rate climb back up after the
+    old last epoch; with the new one it keeps falling from where it is to its minimum at
+    the new last epoch (torch's recursive cosine step telescopes to exactly that)."""
+    scheduler.load_state_dict(state)
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        scheduler.T_max = epochs
+
+
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -237,7 +247,7 @@ class SupervisedTask:
         """Restore model.pt; a backbone unfrozen before `epoch` is unfrozen again."""
         _unwrap(self.model).load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
+        restore_schedule(self.scheduler, saved["scheduler"], self.cfg.train.epochs)
         after = self.cfg.model.unfreeze_after
         if after and epoch > after:
             self._unfreeze()

@@ -131,3 +131,32 @@ def test_digits_read_from_scikit_learns_file_equal_load_digits() -> None:
     bunch = load_digits()
     assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
     assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+
+
+def test_a_cosine_schedule_resumed_with_more_epochs_keeps_falling_to_its_end() -> None:
+    import torch
+
+    from raydl.sl.tasks import _scheduler, restore_schedule
+    from raydl.sl.experiment import TrainConfig
+
+    def optimizer() -> torch.optim.Optimizer:
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    first = optimizer()
+    schedule = _scheduler(TrainConfig(epochs=4, lr=0.1, schedule="cosine"), first)
+    lrs = []
+    for _ in range(3):  # epochs 1-3, then the run stops (a checkpoint after epoch 3)
+        lrs.append(first.param_groups[0]["lr"])
+        first.step()
+        schedule.step()
+    resumed = optimizer()
+    resumed.load_state_dict(first.state_dict())
+    again = _scheduler(TrainConfig(epochs=8, lr=0.1, schedule="cosine"), resumed)
+    restore_schedule(again, schedule.state_dict(), epochs=8)
+    for _ in range(5):  # epochs 4-8 under --set train.epochs=8
+        lrs.append(resumed.param_groups[0]["lr"])
+        resumed.step()
+        again.step()
+    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:])), lrs  # it used to climb back up
+    assert resumed.param_groups[0]["lr"] < 1e-9  # the minimum, at the new last epoch
+    assert lrs[3] < lrs[2]
