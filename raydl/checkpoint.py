@@ -160,12 +160,29 @@ def save_torch(obj: dict[str, Any], path: Path) -> None:
     torch.save(obj, path)
 
 
+# torch.load(weights_only=True) runs code from a crafted file on torch <= 2.5.1
+# (CVE-2025-32434: it fell through to torch.jit.load for TorchScript archives).
+SAFE_TORCH = (2, 6)
+
+
+def torch_is_safe(version: str) -> bool:
+    """Whether torch `version` ("2.6.0+cpu", "2.14.1") loads weights without running code."""
+    parts = [int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit()]
+    return tuple(parts) >= SAFE_TORCH
+
+
 def load_torch(path: Path) -> dict[str, Any]:
-    """torch.load with weights_only=True: tensors and plain containers, no code."""
+    """torch.load with weights_only=True: tensors and plain containers, no code. Refused
+    outright on a torch that `weights_only` does not protect."""
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file is missing")
     import torch
 
+    if not torch_is_safe(torch.__version__):
+        raise CheckpointError(
+            f"{path}: not loaded: torch {torch.__version__} can run code from a checkpoint file "
+            f"(CVE-2025-32434); install torch >= {SAFE_TORCH[0]}.{SAFE_TORCH[1]}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
@@ -178,6 +195,19 @@ def load_torch(path: Path) -> dict[str, Any]:
 def save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of named arrays (names, dtypes, shapes and bytes, in name order): what a
+    checkpoint records of its replay buffer as it was in memory when saved."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+        h.update(memoryview(value).cast("B") if value.size else b"")
+    return h.hexdigest()
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -80,7 +80,14 @@ class ActorCriticAlgorithm:
     # ------------------------------------------------------------------ learning
     def _apply(self, results: list[GradientResult], stats: dict[str, list[float]]) -> None:
         """One optimizer step on the (sample-weighted mean) gradient of `results`; none
-        when that gradient is not finite (`nonfinite: skip`; the rollouts still count)."""
+        when that gradient is not finite (`nonfinite: skip`; the rollouts still count), or
+        when no rollout kept a sample (every env paid a NaN/inf reward)."""
+        learned = [r for r in results if r.samples > 0]
+        if not learned:
+            for r in results:
+                self.book.ingest(r)
+            return
+        results_all, results = results, learned
         total = sum(r.samples for r in results)
         if len(results) == 1:
             grads = results[0].grads
@@ -104,7 +111,7 @@ class ActorCriticAlgorithm:
             self.book.updates += 1
         else:
             self.book.nonfinite_skipped += 1
-        for r in results:
+        for r in results_all:
             self.book.ingest(r)
             for key, value in r.stats.items():
                 if finite:  # a skipped update's NaN losses would poison the means

@@ -21,7 +21,7 @@ from torch import nn
 from raydl import checkpoint as ckpt
 from raydl.config import dump_yaml
 from raydl.envs.spec import EnvSpec
-from raydl.errors import matching_checkpoint
+from raydl.errors import CheckpointError, matching_checkpoint
 from raydl.rl.runners.base import RunnerResult
 from raydl.seeding import global_rng_state, seed_everything, set_global_rng_state
 
@@ -69,6 +69,7 @@ class Book:
         self.iteration = 0
         self.env_errors = 0  # env failures the runners recovered from
         self.nonfinite_skipped = 0  # updates skipped for a NaN/inf (nonfinite: skip)
+        self.nonfinite_dropped = 0  # transitions / rollouts the runners dropped for a NaN/inf
         self.returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
         self.generation = generation  # +1 per resume: new env seeds
@@ -80,6 +81,7 @@ class Book:
         for message in result.env_errors:
             log.warning("raydl: warning: %s", message)
         self.env_errors += len(result.env_errors)
+        self.nonfinite_dropped += result.nonfinite_dropped
         for ret, length in result.episodes:
             self.returns.append(ret)
             self.lengths.append(length)
@@ -104,6 +106,7 @@ class Book:
             "learner_updates": self.updates,
             "env_errors": self.env_errors,  # cumulative, like episodes
             "nonfinite_skipped": self.nonfinite_skipped,  # cumulative
+            "nonfinite_dropped": self.nonfinite_dropped,  # cumulative
             # cumulative over the run (resumes included): actors that died and were replaced
             "runner_restarts": runner_restarts,
             "env_steps_per_s": (
@@ -115,7 +118,8 @@ class Book:
         return {
             "iteration": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
             "updates": self.updates, "env_errors": self.env_errors,
-            "nonfinite_skipped": self.nonfinite_skipped, "returns": list(self.returns),
+            "nonfinite_skipped": self.nonfinite_skipped, "nonfinite_dropped": self.nonfinite_dropped,
+            "returns": list(self.returns),
             "lengths": list(self.lengths), "generation": self.generation,
         }
 
@@ -125,6 +129,7 @@ class Book:
         for key in ("iteration", "env_steps", "episodes", "updates", "env_errors",
                     "nonfinite_skipped"):
             setattr(self, key, int(state[key]))
+        self.nonfinite_dropped = int(state.get("nonfinite_dropped", 0))  # absent in older checkpoints
         self.returns = deque(state["returns"], maxlen=EPISODE_WINDOW)
         self.lengths = deque(state["lengths"], maxlen=EPISODE_WINDOW)
         self.generation = int(state["generation"]) + 1
@@ -143,6 +148,8 @@ def save_checkpoint(
     ckpt.save_torch(tensors, directory / MODEL_FILE)
     if arrays is not None:
         ckpt.save_arrays(arrays, directory / BUFFER_FILE)
+        # the buffer as it is in memory now: a restore checks the file against it
+        state = {**state, "buffer_sha256": ckpt.arrays_digest(arrays)}
     dump_yaml(cfg, directory / "config.yaml")
     ckpt.save_json({**state, "rng": global_rng_state()}, directory / ckpt.COMPLETE_MARKER)
 
@@ -156,6 +163,10 @@ def read_checkpoint(
     tensors = ckpt.load_torch(directory / MODEL_FILE)
     buffer = ckpt.load_arrays(directory / BUFFER_FILE) if arrays else {}
     state = ckpt.load_json(directory / ckpt.COMPLETE_MARKER)
+    recorded = state.get("buffer_sha256")  # absent in checkpoints of older versions
+    if arrays and recorded is not None and ckpt.arrays_digest(buffer) != recorded:
+        raise CheckpointError(f"{directory / BUFFER_FILE}: does not hold the replay buffer this "
+                              "checkpoint saved (its digest differs: a changed or damaged file)")
     with matching_checkpoint(directory):
         set_global_rng_state(state["rng"])
     return tensors, state, buffer

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,54 @@ def test_sigkill_during_checkpoint_writes_keeps_the_previous_loadable(tmp_path: 
     names = sorted(p.name for p in root.iterdir())
     assert not [n for n in names if n.startswith(".")], names
     assert orphan.name.split("-")[1] in names and "iter_1000000" in names
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, not gone
+def test_a_torchscript_archive_is_refused_where_a_checkpoint_is_loaded(tmp_path: Path) -> None:
+    """CVE-2025-32434's way in: `weights_only=True` used to hand TorchScript archives to
+    torch.jit.load, which runs the archive's code. On a safe torch it is one line."""
+    class Payload(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    archive = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(Payload()), str(archive))
+    with pytest.raises(CheckpointError, match=f"{archive}: cannot load checkpoint file"):
+        ckpt.load_torch(archive)
+
+
+def test_checkpoints_are_not_loaded_on_a_torch_that_weights_only_does_not_protect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, saved)
+    assert set(ckpt.load_torch(saved)) == {"w"}
+    for unsafe in ("2.5.1", "2.2.0+cpu", "1.13.1"):
+        monkeypatch.setattr(torch, "__version__", unsafe)
+        with pytest.raises(CheckpointError, match=f"torch {re.escape(unsafe)} can run code .*CVE-2025-32434"):
+            ckpt.load_torch(saved)
+    assert ckpt.torch_is_safe("2.6.0") and ckpt.torch_is_safe("2.14.1+cu128")
+    assert not ckpt.torch_is_safe("2.5.1")
+
+
+def test_a_replay_buffer_file_that_is_not_the_saved_one_is_refused(tmp_path: Path) -> None:
+    """state.json records the digest of the buffer as it was in memory when saved; a
+    buffer.npz that loads fine but holds other arrays (swapped, edited) is refused."""
+    from raydl.config import load_experiment
+    from raydl.rl.dqn import DQN
+
+    cfg = load_experiment("dqn_cartpole", ["runners.num=0", "algo.steps_per_iteration=300",
+                                           "algo.learning_starts=100"])
+    algo = DQN(cfg)
+    try:
+        algo.step()
+        algo.save(tmp_path)
+        state = ckpt.load_json(tmp_path / "state.json")
+        assert state["buffer_sha256"] == ckpt.arrays_digest(algo.buffer.state_dict())
+        arrays = ckpt.load_arrays(tmp_path / "buffer.npz")
+        arrays["reward"] = arrays["reward"] + 1.0  # still a valid file
+        ckpt.save_arrays(arrays, tmp_path / "buffer.npz")
+        with pytest.raises(CheckpointError, match="buffer.npz: does not hold the replay buffer"):
+            algo.restore(tmp_path)
+    finally:
+        algo.close()

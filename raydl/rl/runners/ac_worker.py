@@ -74,6 +74,32 @@ class GradientResult(RunnerResult):
     stats: dict[str, float]
 
 
+def drop_nonfinite_envs(batch: dict[str, Any]) -> int:
+    """Mask out of `batch` (in place) every env whose rollout holds a NaN or inf reward or
+    observation, and zero those values: a masked sample still passes through the forward
+    pass, and a NaN there would reach the gradient (NaN * 0 is NaN). Whole envs, because
+    a bad reward reaches every earlier return of its env through the n-step / GAE sums.
+    Returns the number of samples dropped."""
+    bad = np.zeros(batch["reward"].shape[1], dtype=bool)
+    for key in ("reward", "obs"):
+        value = batch[key]
+        if np.issubdtype(value.dtype, np.floating):
+            finite = np.isfinite(value)
+            bad |= ~finite.reshape(*value.shape[:2], -1).all(axis=(0, 2))
+            if not finite.all():
+                batch[key] = np.where(finite, value, 0).astype(value.dtype)
+    last = batch["last_obs"]
+    if np.issubdtype(last.dtype, np.floating):
+        finite_last = np.isfinite(last).reshape(len(last), -1).all(axis=1)
+        bad |= ~finite_last
+        batch["last_obs"] = np.where(np.isfinite(last), last, 0).astype(last.dtype)
+    if not bad.any():
+        return 0
+    dropped = int(batch["valid"][:, bad].sum())
+    batch["valid"] = batch["valid"] & ~bad
+    return dropped
+
+
 class ACWorker(RunnerBase):
     """Steps `num_envs` envs with a sampled-action policy and returns loss gradients."""
 
@@ -219,6 +245,7 @@ class ACWorker(RunnerBase):
         start = time.perf_counter()
         rollout = self._rollout(num_steps)
         batch = rollout["batch"]
+        dropped = drop_nonfinite_envs(batch)
         steps, envs = batch["action"].shape
         obs = torch.as_tensor(batch["obs"])
         self.policy.train()
@@ -229,6 +256,10 @@ class ACWorker(RunnerBase):
         adv = advantages.reshape(-1)[valid]
         if self.normalize_advantage and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        if not bool(valid.any()):  # every env of this rollout paid a NaN/inf: nothing to learn
+            self.policy.zero_grad(set_to_none=False)
+            return GradientResult(grads=flat_gradients(self.params), samples=0, stats={},
+                                  **self._result(rollout["episodes"], rollout["env_steps"], start, dropped))
         loss, parts = actor_critic_loss(
             logits[valid], values.reshape(-1)[valid],
             torch.as_tensor(batch["action"]).reshape(-1)[valid],
@@ -238,6 +269,6 @@ class ACWorker(RunnerBase):
         loss.backward()
         return GradientResult(
             grads=flat_gradients(self.params), samples=int(valid.sum()), stats=parts,
-            **self._result(rollout["episodes"], rollout["env_steps"], start),
+            **self._result(rollout["episodes"], rollout["env_steps"], start, dropped),
         )
 

@@ -38,6 +38,9 @@ class RunnerResult:
     weights_version: int  # learner version of the weights that acted
     sample_time_s: float
     env_errors: list[str]  # env failures recovered from, one line each
+    # transitions (or rollouts) the runner dropped for a NaN/inf reward or observation;
+    # episodes with a non-finite return are left out of `episodes` (and the return window)
+    nonfinite_dropped: int
 
 
 def training_signals(
@@ -158,12 +161,15 @@ class RunnerBase(ABC):
 
     def _result(
         self, episodes: list[tuple[float, int]], env_steps: int, started: float,
+        nonfinite_dropped: int = 0,
     ) -> dict[str, Any]:
-        """The RunnerResult fields of a finished request (started: time.perf_counter())."""
-        return dict(episodes=episodes, env_steps=env_steps, runner=self.runner_index,
-                    weights_version=self.weights_version,
+        """The RunnerResult fields of a finished request (started: time.perf_counter()).
+        An episode whose return is not finite (an env paid a NaN or inf reward) has no
+        place in the return window: it is left out, so the window stays a number."""
+        return dict(episodes=[(r, n) for r, n in episodes if np.isfinite(r)], env_steps=env_steps,
+                    runner=self.runner_index, weights_version=self.weights_version,
                     sample_time_s=time.perf_counter() - started,
-                    env_errors=self._take_env_errors())
+                    env_errors=self._take_env_errors(), nonfinite_dropped=nonfinite_dropped)
 
     # -- env failures -------------------------------------------------------------------
     def _env_failed(self, phase: str, exc: Exception) -> None:

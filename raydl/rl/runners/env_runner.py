@@ -33,6 +33,19 @@ class SampleResult(RunnerResult):
     transitions: Batch | FrameSample
 
 
+def finite_transitions(batch: Batch) -> tuple[Batch, int]:
+    """`batch` without the transitions holding a NaN or inf (a reward, an observation),
+    and how many were dropped. Checked after the n-step sums, so every n-step return a
+    bad reward reached is dropped with it. One bad transition in replay would be sampled
+    again and again: under `nonfinite: skip` most later updates were skipped."""
+    finite = np.ones(len(batch["reward"]), dtype=bool)
+    for key, value in batch.items():
+        if np.issubdtype(value.dtype, np.floating):
+            finite &= np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+    dropped = int((~finite).sum())
+    return (batch if not dropped else {k: v[finite] for k, v in batch.items()}), dropped
+
+
 @dataclass
 class _Collected:
     """What one sample gathers before it is packed into its result."""
@@ -122,9 +135,12 @@ class EnvRunner(RunnerBase):
                 continue
             episodes += self._record(collected, t, obs, actions, stepped)
             t += 1
-        transitions = collected.frame_sample() if self.frames else collected.transitions()
+        if self.frames:
+            transitions, dropped = collected.frame_sample(), 0
+        else:
+            transitions, dropped = finite_transitions(collected.transitions())
         return SampleResult(transitions=transitions,
-                            **self._result(episodes, num_steps * self.num_envs, started))
+                            **self._result(episodes, num_steps * self.num_envs, started, dropped))
 
     def _restart_after_crash(self, collected: _Collected, t: int) -> None:
         """The env raised at step t and was recreated: its open episodes are dropped
