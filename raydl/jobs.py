@@ -24,13 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from raydl.errors import ConfigError
-from raydl.runtime import AUTH_TOKEN_FILE, use_token_auth_if_available
+from raydl.runtime import AUTH_TOKEN_FILE, token_available, use_token_auth_if_available
 
 # A run's outputs must outlive the job: its working directory is a cache Ray may delete.
 DEFAULT_CLUSTER_OUT = "~/raydl_runs"
-# Never uploaded with the working directory: outputs, environments and caches are big and
-# belong to this machine (Ray also skips what .gitignore lists).
-UPLOAD_EXCLUDES = ["runs/", ".venv/", "venv/", ".git/", "__pycache__/", "*.pyc", ".pytest_cache/"]
+# Never uploaded with the working directory (gitignore patterns, as Ray reads them; Ray
+# also skips what .gitignore and .rayignore list): credentials of any kind, and outputs,
+# data, environments and caches, which are big and belong to this machine.
+CREDENTIAL_EXCLUDES = [
+    ".env", ".env.*", "*.env", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_dsa*",
+    "id_ecdsa*", "id_ed25519*", ".ssh/", ".aws/", ".azure/", ".kube/", ".gcloud/", "gcloud/",
+    ".docker/", ".ray/", "auth_token", "*.token", ".netrc", ".git-credentials", ".pypirc",
+    "credentials*", "*secret*",
+]
+UPLOAD_EXCLUDES = ["runs/", "data/", "bench_results/", ".venv/", "venv/", ".git/", "__pycache__/",
+                   "*.pyc", ".pytest_cache/", *CREDENTIAL_EXCLUDES]
 EXIT_BY_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -76,9 +84,29 @@ def _auth_error(what: str, exc: BaseException) -> ConfigError:
         f"{AUTH_TOKEN_FILE} (or set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file with it)")
 
 
+PLAIN_HTTP_OPT_IN = "RAYDL_ALLOW_PLAIN_HTTP"
+
+
+def refuse_token_in_clear(url: str) -> None:
+    """The cluster token travels in every request's header: over plain http to another
+    machine anyone on the path can read it, and with it run code on the cluster. Refused
+    unless the user opts in; loopback (an SSH tunnel) and https are fine."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if parts.scheme == "http" and not loopback and token_available() and not os.environ.get(PLAIN_HTTP_OPT_IN):
+        raise ConfigError(
+            f"--address {url}: the cluster token would be sent in clear text to {host}; use "
+            "https://, or an SSH tunnel (ssh -L 8265:localhost:8265 HEAD, then --address "
+            f"127.0.0.1:8265), or set {PLAIN_HTTP_OPT_IN}=1 to send it anyway")
+
+
 def connect(address: str | None) -> Any:
     """A JobSubmissionClient, or a one-line ConfigError that says what to fix."""
     url = jobs_address(address)
+    refuse_token_in_clear(url)
     use_token_auth_if_available()
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
@@ -137,26 +165,57 @@ def _experiment_argument(experiment: str, working_dir: Path) -> tuple[Path, str]
     return path, resolved.relative_to(working_dir).as_posix()
 
 
+def cluster_out(out: str) -> str:
+    """--out of a job: an absolute path or one under `~/` (the head's home, expanded by
+    raydl there). A relative one would land in the job's working-directory copy, which
+    Ray deletes with the job."""
+    if not (out.startswith("/") or out.startswith("~/")):
+        raise ConfigError(f"--out {out!r}: give an absolute path or one under ~/ on the cluster "
+                          "(a relative path would be inside the job's temporary working directory)")
+    return out
+
+
+def upload_size(workdir: Path, excludes: list[str]) -> tuple[int, int]:
+    """(files, bytes) that Ray will upload from `workdir`: Ray's own walk, with the same
+    excludes, .gitignore and .rayignore."""
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    found = [0, 0]
+
+    def count(path: Path) -> None:
+        if path.is_file():
+            found[0] += 1
+            found[1] += path.stat().st_size
+
+    _dir_travel(workdir, [_get_excludes(workdir, excludes)], count, include_gitignore=True)
+    return found[0], found[1]
+
+
 def build_request(
     experiment: str,
     overrides: list[str],
     *,
     tune: bool = False,
     num_samples: int | None = None,
-    working_dir: str | Path = ".",
+    working_dir: str | Path | None = None,
     pip: list[str] | None = None,
     env: list[str] | None = None,
     out: str = DEFAULT_CLUSTER_OUT,
 ) -> JobRequest:
     """Check the experiment's values as `raydl run|tune` would and build the job; nothing
-    is sent. The check step (env, data, devices) runs on the cluster, whose machines may
-    have what this one lacks."""
+    is sent (the check step runs on the cluster, whose machines may have what this one
+    lacks). A built-in experiment uploads nothing unless --working-dir is given; a file
+    uploads its working directory (default: .) without credentials, data or outputs."""
     from raydl.config import load_experiment
 
-    workdir = Path(working_dir).expanduser().resolve()
-    if not workdir.is_dir():
-        raise ConfigError(f"--working-dir {working_dir}: no such directory")
-    local, name = _experiment_argument(experiment, workdir)
+    if working_dir is None and not Path(experiment).is_file():
+        workdir = None
+        local, name = _experiment_argument(experiment, Path.cwd())
+    else:
+        workdir = Path(working_dir or ".").expanduser().resolve()
+        if not workdir.is_dir():
+            raise ConfigError(f"--working-dir {working_dir}: no such directory")
+        local, name = _experiment_argument(experiment, workdir)
     if tune:
         from raydl.tune_spec import load_tune_spec
 
@@ -172,17 +231,16 @@ def build_request(
         argv += ["--set", text]
     if num_samples is not None:
         argv += ["--num-samples", str(num_samples)]
-    # `~` must reach the head's shell unquoted to expand there, to the head's home.
-    out_arg = out if out.startswith("~/") and " " not in out else shlex.quote(out)
-    entrypoint = " ".join(shlex.quote(a) for a in argv) + " --out " + out_arg
-    if not tune:
-        entrypoint += " --no-progress"
+    # Every word quoted: the shell runs nothing of it. raydl itself expands a leading ~/
+    # of --out on the head, to the head's home.
+    argv += ["--out", cluster_out(out)] + ([] if tune else ["--no-progress"])
+    entrypoint = " ".join(shlex.quote(a) for a in argv)
     runtime_env: dict[str, Any] = {
-        "working_dir": str(workdir),
-        "excludes": list(UPLOAD_EXCLUDES),
         # Unbuffered so `tail` shows each line when the run prints it.
         "env_vars": {"PYTHONUNBUFFERED": "1", **_parse_env(env or [])},
     }
+    if workdir is not None:
+        runtime_env.update(working_dir=str(workdir), excludes=list(UPLOAD_EXCLUDES))
     if pip:
         runtime_env["pip"] = list(pip)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -217,6 +275,14 @@ def tail(client: Any, job_id: str, write: Callable[[str], Any] = sys.stdout.writ
 def submit(request: JobRequest, address: str | None, wait: bool = True) -> int:
     """Submit, print the job id, then (by default) tail its logs; exit code by status."""
     client = connect(address)
+    workdir = request.runtime_env.get("working_dir")
+    if workdir:
+        files, size = upload_size(Path(workdir), request.runtime_env["excludes"])
+        print(f"raydl submit: uploading {workdir}: {files} files, {size / 2**20:.1f} MiB "
+              "(never: credentials, data/, runs/, .git, environments; see raydl.jobs)", flush=True)
+    else:
+        print("raydl submit: uploading nothing (a built-in experiment; --working-dir DIR "
+              "sends a directory)", flush=True)
     job_id = _call("submit", lambda: client.submit_job(
         entrypoint=request.entrypoint, submission_id=request.submission_id,
         runtime_env=request.runtime_env, metadata=request.metadata))

@@ -22,13 +22,19 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 AUTH_TOKEN_FILE = os.path.expanduser("~/.ray/auth_token")
 
 
+def token_available() -> bool:
+    """Whether this machine has a Ray token to send: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
+    or ~/.ray/auth_token."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or os.path.isfile(AUTH_TOKEN_FILE))
+
+
 def use_token_auth_if_available() -> None:
     """Turn on Ray's token mode when a token is at hand: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
     or ~/.ray/auth_token, where `ray start` and `ray get-auth-token` put it. Ray clients
     send no token otherwise, and token-auth clusters refuse them. Ray reads the mode once,
     when it is first used, so this runs before any connection."""
-    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or os.path.isfile(AUTH_TOKEN_FILE)):
+    if token_available():
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
@@ -42,6 +48,27 @@ def _restrict_token_file() -> None:
             os.chmod(AUTH_TOKEN_FILE, 0o600)
     except OSError:
         pass  # no token file (token auth off), or not ours to change
+
+
+def create_private_token() -> None:
+    """A new embedded Ray writes ~/.ray/auth_token with the umask's mode (commonly
+    world-readable) and raydl could only make it private once Ray was up: a window in
+    which any local user could read it. When the token file is about to be made, it is
+    made here instead, owner-only from its first byte, with Ray's own generator; Ray
+    then finds and uses it."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or token_available():
+        return
+    from ray._private.authentication.authentication_token_generator import (
+        generate_new_authentication_token,
+    )
+
+    os.makedirs(os.path.dirname(AUTH_TOKEN_FILE), mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(AUTH_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it meanwhile: Ray reads that one
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(generate_new_authentication_token())
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -146,6 +173,7 @@ def _start_embedded(
     def without_monitors(self: Any, *args: Any, **kwargs: Any) -> None:
         params_init(self, *args, **{**kwargs, "no_monitor": True, "include_log_monitor": False})
 
+    create_private_token()
     ray_constants.ENABLE_RAY_CLUSTER = False
     parameter.RayParams.__init__ = without_monitors  # type: ignore[method-assign]
     try:

@@ -145,3 +145,36 @@ def test_embedded_ray_starts_no_autoscaler_or_log_monitor() -> None:
     assert "raylet" in titles and "gcs_server" in titles
     assert "autoscaler/_private/monitor.py" not in titles
     assert "log_monitor.py" not in titles
+
+
+def test_a_new_token_file_is_owner_only_from_its_first_byte(tmp_path: Path) -> None:
+    """Ray writes ~/.ray/auth_token with the umask's mode while it starts (raydl used to
+    chmod it only after): in a fresh home, with a permissive umask, raydl makes the file
+    0600 before Ray starts, and the Ray it starts runs on that token."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, stat\n"
+        "os.umask(0o022)\n"
+        "import ray._private.worker as worker\n"
+        "real_init = worker.init\n"
+        "def checked_init(*a, **k):\n"
+        "    mode = stat.S_IMODE(os.stat(os.path.expanduser('~/.ray/auth_token')).st_mode)\n"
+        "    print('mode at ray.init', oct(mode), flush=True)\n"
+        "    return real_init(*a, **k)\n"
+        "import ray\n"
+        "ray.init = checked_init\n"
+        "from raydl.runtime import init_ray, shutdown_ray\n"
+        "init_ray(num_cpus=1)\n"
+        "from ray._private.authentication.authentication_token_setup import _get_default_token_path\n"
+        "print('token used', open(_get_default_token_path()).read() == open(os.path.expanduser('~/.ray/auth_token')).read())\n"
+        "shutdown_ray()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(tmp_path), RAY_ADDRESS="")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "mode at ray.init 0o600" in done.stdout
+    token = tmp_path / ".ray" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text()) >= 32

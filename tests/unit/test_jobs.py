@@ -25,7 +25,7 @@ def test_a_file_in_the_working_dir_is_sent_relative_to_it(tmp_path: Path, monkey
     argv = shlex.split(req.entrypoint)
     assert argv[:6] == ["python", "-m", "raydl", "run", "exps/exp.yaml", "--address"]
     assert argv[argv.index("--set") + 1] == "algo.lr=3e-4" and "--no-progress" in argv
-    assert req.entrypoint.endswith("--out ~/raydl_runs --no-progress")  # `~` left for the head's shell
+    assert req.entrypoint.endswith("--out '~/raydl_runs' --no-progress")  # raydl expands ~/ on the head
     assert req.runtime_env["working_dir"] == str(tmp_path / "project")
     assert {"runs/", ".venv/", ".git/"} <= set(req.runtime_env["excludes"])
     assert req.runtime_env["env_vars"]["WANDB_MODE"] == "offline"
@@ -85,3 +85,69 @@ def test_jobs_address_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert jobs_address("https://ray.example.com") == "https://ray.example.com"
     with pytest.raises(ConfigError, match="dashboard"):
         jobs_address("auto")
+
+
+def test_submit_uploads_no_credentials_and_nothing_for_a_built_in_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Used to: `--working-dir .` by default, with only outputs excluded, so .env files,
+    keys, ~/.ssh-like folders and data went to the head node with every job."""
+    from raydl.jobs import upload_size
+
+    project = tmp_path / "project"
+    _experiment(project)
+    (project / "envs.py").write_text("x = 1\n")
+    secrets = {".env": "KEY=1", "id_rsa": "k", "id_ed25519.pub": "k", "cert.pem": "c",
+               ".ssh/config": "Host x", ".aws/credentials": "k", ".ray/auth_token": "t",
+               "gcloud/credentials.db": "k", "api.token": "t", ".netrc": "m", "my_secret.txt": "s",
+               "data/train.csv": "1,2", "runs/r/metrics.jsonl": "{}", ".git/config": "x"}
+    for name, text in secrets.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    monkeypatch.chdir(project)
+    built_in = build_request("dqn_cartpole", [])
+    assert "working_dir" not in built_in.runtime_env  # the cluster's raydl knows the name
+    from_file = build_request("exp.yaml", [])
+    assert from_file.runtime_env["working_dir"] == str(project)
+    files, size = upload_size(project, from_file.runtime_env["excludes"])
+    assert files == 2 and size == len("x = 1\n") + (project / "exp.yaml").stat().st_size
+
+
+@pytest.mark.parametrize("out", ["~/r;touch${IFS}pwned", "/tmp/x$(touch pwned)", "~/a b`touch pwned`"])
+def test_out_reaches_raydl_as_one_word_and_runs_nothing(out: str, tmp_path: Path) -> None:
+    """The entrypoint runs in a shell on the head: executed here by a real shell with a
+    stand-in `python` that records its arguments. `~/r;touch${IFS}pwned` used to run the
+    touch (the ~ value went in unquoted so the head's shell would expand it)."""
+    import os
+    import stat
+    import subprocess
+
+    req = build_request("dqn_cartpole", [], out=out)
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$ARGS_FILE"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "ARGS_FILE": str(tmp_path / "args")}
+    subprocess.run(["sh", "-c", req.entrypoint], cwd=tmp_path, env=env, check=True, timeout=30)
+    argv = (tmp_path / "args").read_text().splitlines()
+    assert argv[argv.index("--out") + 1] == out
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_relative_out_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--out 'runs': give an absolute path or one under ~/"):
+        build_request("dqn_cartpole", [], out="runs")
+
+
+def test_the_token_is_not_sent_in_clear_to_another_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raydl.jobs import PLAIN_HTTP_OPT_IN, refuse_token_in_clear
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
+    monkeypatch.delenv(PLAIN_HTTP_OPT_IN, raising=False)
+    for url in ("http://10.0.0.5:8265", jobs_address("ray-head.example.com:8265")):
+        with pytest.raises(ConfigError, match="would be sent in clear text"):
+            refuse_token_in_clear(url)
+    for url in ("http://127.0.0.1:8265", "http://localhost:8265", "https://10.0.0.5:8265"):
+        refuse_token_in_clear(url)  # loopback (a tunnel) or TLS
+    monkeypatch.setenv(PLAIN_HTTP_OPT_IN, "1")
+    refuse_token_in_clear("http://10.0.0.5:8265")  # the user said so
