@@ -69,14 +69,17 @@ def _add_cluster_commands(sub: Any) -> None:
     _overrides(submit, "override a field (repeatable), checked here before submitting")
     submit.add_argument("--tune", action="store_true", help="run `raydl tune` instead of `raydl run`")
     submit.add_argument("--num-samples", type=int, help="with --tune: trials to sample")
-    submit.add_argument("--working-dir", default=".",
-                        help="directory uploaded with the job, its working directory (default: .)")
+    submit.add_argument("--working-dir", default=None,
+                        help="directory uploaded with the job, its working directory (default: "
+                        "nothing for a built-in experiment, . for an experiment file); "
+                        "credentials, data/ and runs/ are never uploaded")
     submit.add_argument("--pip", action="append", default=[], metavar="PACKAGE",
                         help="extra pip requirement installed for the job (repeatable)")
     submit.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment variable for the job (repeatable)")
     submit.add_argument("--out", default=None,
-                        help="parent directory of the outputs, on the cluster (default: ~/raydl_runs)")
+                        help="parent directory of the outputs on the cluster: absolute or under ~/ "
+                        "(default: ~/raydl_runs)")
     submit.add_argument("--no-wait", action="store_true",
                         help="print the job id and return instead of following the logs")
 
@@ -282,9 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as exc:
         print(f"raydl: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("raydl: interrupted; a checkpoint was written, continue with "
-              "`raydl run --resume RUN_DIR`", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A stepped run says what it saved (raydl.run); other commands save nothing here
+        # (a fit's checkpoints are Ray Train's, each written whole at an epoch's end).
+        print(getattr(exc, "line", None) or "raydl: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

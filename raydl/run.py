@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +26,7 @@ from typing import Any
 from raydl import checkpoint as ckpt
 from raydl import registry
 from raydl.config import StopConfig, dump_yaml, load_experiment
-from raydl.errors import ConfigError
+from raydl.errors import CheckpointError, ConfigError, Interrupted
 from raydl.metrics import MetricsWriter, Progress, read_metrics
 from raydl.profile import mark
 
@@ -68,13 +71,20 @@ def _new_run_dir(out: Path, name: str) -> Path:
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: output directory is not writable")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = out / f"{name}-{stamp}"
+    return make_unique_dir(out, f"{name}-{stamp}")
+
+
+def make_unique_dir(parent: Path, name: str) -> Path:
+    """parent/name, or parent/name-2, -3, ...: created here, atomically (mkdir fails on
+    an existing directory), so two processes started in the same second never share one."""
     suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = out / f"{name}-{stamp}-{suffix}"
-    run_dir.mkdir()
-    return run_dir
+    while True:
+        path = parent / (name if suffix == 1 else f"{name}-{suffix}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            suffix += 1
 
 
 def _load(
@@ -119,19 +129,20 @@ def train(
     cfg, name, restore_from = _load(experiment, overrides or [], resume_dir)
     checked = registry.check(cfg)  # the world, once, before any run directory exists
     mark("driver: experiment loaded and checked")
-    run_dir = resume_dir or _new_run_dir(Path(out), name)
-    dump_yaml(cfg, run_dir / "config.yaml")
-    show = cfg.log.progress if progress is None else progress
-    if registry.family(cfg.kind) == "fit":
-        _start_ray(cfg, address)
-        return _fit(cfg, run_dir, resume_dir is not None, show, echo)
-    with _refusal_cleanup(run_dir, resume_dir is not None):
-        if cfg.runners.num > 0 or resolve_address(address):
+    run_dir = resume_dir or _new_run_dir(Path(out).expanduser(), name)
+    with run_lock(run_dir):
+        dump_yaml(cfg, run_dir / "config.yaml")
+        show = cfg.log.progress if progress is None else progress
+        if registry.family(cfg.kind) == "fit":
             _start_ray(cfg, address)
-        algo = registry.algorithm_class(cfg.kind)(cfg, checked)
-    mark("driver: algorithm and runners ready")
-    (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
-    result = _step_until_stopped(cfg, algo, run_dir, restore_from, show)
+            return _fit(cfg, run_dir, resume_dir is not None, show, echo)
+        with _refusal_cleanup(run_dir, resume_dir is not None):
+            if cfg.runners.num > 0 or resolve_address(address):
+                _start_ray(cfg, address)
+            algo = registry.algorithm_class(cfg.kind)(cfg, checked)
+        mark("driver: algorithm and runners ready")
+        (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
+        result = _step_until_stopped(cfg, algo, run_dir, restore_from, show)
     if echo:
         print(summary_line(cfg, result), flush=True)
     return result
@@ -153,16 +164,98 @@ def _start_ray(cfg: Any, address: str | None) -> None:
     init_ray(address, preload=[spec.runner] if spec.runner else [], meanwhile=driver)
 
 
+LOCK_FILE = ".raydl.lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One writer per run directory: a second `raydl run` (a `--resume` while the run
+    still goes, or two resumes at once) is refused in one line. The lock is the kernel's
+    (flock on RUN_DIR/.raydl.lock), so a killed process leaves none behind."""
+    import fcntl
+
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"{run_dir}: in use by another raydl process (pid {holder}); wait for it to "
+            "end (or stop it) before resuming this run"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
 @contextmanager
 def _refusal_cleanup(run_dir: Path, resuming: bool) -> Iterator[None]:
-    """A ConfigError here is a refusal before any work (runners the cluster cannot hold,
-    a dataset that is not there): a new run leaves no half-made run directory."""
+    """A ConfigError before any work (runners the cluster cannot hold, a dataset that is
+    not there) leaves no half-made run directory behind a new run. A ConfigError after
+    work began (a Ray Train worker group restarted after some epochs that then finds its
+    dataset gone) leaves the directory as it is: a directory holding results is never
+    deleted, whatever the error."""
     try:
         yield
     except ConfigError:
-        if not resuming:
+        if not resuming and not holds_results(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def holds_results(run_dir: Path) -> bool:
+    """Whether `run_dir` holds results: a metrics row (TensorBoard gets its rows with
+    them) or a checkpoint, complete or not. Ray Train's empty storage folder is not one."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return True
+    return any(p.is_dir() for p in (run_dir / "checkpoints").glob("*_[0-9]*"))
+
+
+@contextmanager
+def interrupt_between_steps() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C lets the current iteration finish, so the state a checkpoint
+    then takes is whole; a second one stops at once, and nothing is saved (a state cut
+    mid-update would overwrite a clean checkpoint with a torn one). Yields whether Ctrl-C
+    was pressed. Signal handlers belong to the main thread: elsewhere Ctrl-C is left as
+    it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    presses: list[float] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        presses.append(time.monotonic())
+        if len(presses) > 1:
+            raise KeyboardInterrupt
+        print("\nraydl: finishing this iteration, then saving a checkpoint (Ctrl-C again: "
+              "stop now, without one)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: bool(presses)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_line(run_dir: Path, written: Path | None, iteration: int) -> str:
+    """What an interrupted run says: the checkpoint it wrote, or that it wrote none and
+    which one a resume would start from."""
+    resume = f"continue with `raydl run --resume {run_dir}`"
+    if written is not None:
+        return f"raydl: interrupted after iteration {iteration}; checkpoint {written} written; {resume}"
+    try:
+        newest: Path | None = ckpt.latest_checkpoint(run_dir)
+    except CheckpointError:
+        newest = None
+    if newest is None:
+        return (f"raydl: interrupted mid-iteration; no checkpoint written, and {run_dir} has "
+                "none to resume from")
+    return f"raydl: interrupted mid-iteration; no checkpoint written (newest: {newest}); {resume}"
 
 
 def _step_until_stopped(
@@ -191,23 +284,26 @@ def _step_until_stopped(
 
         last_ckpt: Path | None = None
         reason = stop_reason(cfg.stop, metrics, prior_time) if metrics else None
-        try:
-            while reason is None:
-                metrics = algo.step()
-                mark("driver: iteration done")
-                metrics["time_total_s"] = prior_time + time.monotonic() - start
-                writer.write(metrics)
-                history.append(metrics)
-                bar.update(int(metrics.get("env_steps", 0)), metrics)
-                reason = stop_reason(cfg.stop, metrics, metrics["time_total_s"])
-                every = cfg.checkpoint.every
-                if every and algo.iteration % every == 0 and reason is None:
-                    last_ckpt = save()
-                    writer.plot(HEADLINE)
-        except KeyboardInterrupt:
-            save()
-            bar.close()
-            raise
+        with interrupt_between_steps() as interrupted:
+            try:
+                while reason is None and not interrupted():
+                    metrics = algo.step()
+                    mark("driver: iteration done")
+                    metrics["time_total_s"] = prior_time + time.monotonic() - start
+                    writer.write(metrics)
+                    history.append(metrics)
+                    bar.update(int(metrics.get("env_steps", 0)), metrics)
+                    reason = stop_reason(cfg.stop, metrics, metrics["time_total_s"])
+                    every = cfg.checkpoint.every
+                    if every and algo.iteration % every == 0 and reason is None:
+                        last_ckpt = save()
+                        writer.plot(HEADLINE)
+            except KeyboardInterrupt:  # the second Ctrl-C, mid-iteration: its state is torn
+                bar.close()
+                raise Interrupted(_interrupted_line(run_dir, None, algo.iteration)) from None
+            if interrupted():
+                bar.close()
+                raise Interrupted(_interrupted_line(run_dir, save(), algo.iteration))
         bar.close()
         if cfg.checkpoint.at_end:
             last_ckpt = save()

@@ -271,8 +271,8 @@ def tune_experiment(
             if num_samples < 1:
                 raise ConfigError(f"--num-samples: expected an integer >= 1, got {num_samples}")
             spec.tune.num_samples = num_samples
-        storage = Path(spec.tune.storage_path or out)
-        name = spec.tune.name or f"{spec.name}-tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        storage = Path(spec.tune.storage_path or out).expanduser()
+        name = spec.tune.name or _claim_folder(storage, f"{spec.name}-tune-{datetime.now():%Y%m%d-%H%M%S}")
     # A Ray Train trial that Tune stops early (ASHA) dies with its Train controller, and
     # Ray Train frees the workers' placement group only through a cleaner actor that
     # watches the controller with Ray's State API, served by the dashboard. Without it
@@ -341,6 +341,18 @@ def trials_table(results: Any) -> Any:
     import pandas as pd
 
     return pd.DataFrame(trial_table_rows(results))
+
+
+def _claim_folder(storage: Path, name: str) -> str:
+    """A new search folder under `storage`, made now (two searches started in the same
+    second get name and name-2, never one folder); its name."""
+    from raydl.run import make_unique_dir
+
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        return make_unique_dir(storage, name).name
+    except OSError as exc:
+        raise ConfigError(f"--out {storage}: cannot create the search folder: {exc.strerror}") from None
 
 
 def write_outputs(spec: TuneSpec, results: Any, folder: Path) -> str:

@@ -14,6 +14,10 @@ which makes them deterministic and lets a recreated env run again.
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -28,6 +32,9 @@ class FaultyEnv(gym.Env):
     nan_every: the N-th, 2N-th, ... step of this instance pays a NaN reward (0: never).
     pixels: observations are (4, 8, 8) uint8 frame stacks (for frame-mode replay), each
             frame filled with the step index, instead of 4 floats.
+    hang_at: the N-th `step` of this instance sleeps for an hour, once per arming: only
+            while HANG_ARMED exists, which the hanging process removes (so the env that
+            replaces it runs on). A test arms it with `arm_hang()`.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -39,8 +46,10 @@ class FaultyEnv(gym.Env):
         crash_in_reset: bool = False,
         nan_every: int = 0,
         pixels: bool = False,
+        hang_at: int = 0,
         render_mode: str | None = None,
     ) -> None:
+        self.hang_at = hang_at
         self.render_mode = render_mode
         self.episode_len = episode_len
         self.crash_every = crash_every
@@ -73,6 +82,13 @@ class FaultyEnv(gym.Env):
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         self.instance_steps += 1
+        if self.hang_at and self.instance_steps == self.hang_at:
+            try:
+                HANG_ARMED.unlink()  # one process wins; it hangs, the others run on
+            except FileNotFoundError:
+                pass
+            else:
+                time.sleep(3600)
         if self.crash_every and self.instance_steps % self.crash_every == 0:
             raise RuntimeError(f"CrashEvery: step {self.instance_steps} failed on purpose")
         self.t += 1
@@ -83,12 +99,21 @@ class FaultyEnv(gym.Env):
         return self._obs(), reward, self.t >= self.episode_len, False, {}
 
 
+HANG_ARMED = Path(tempfile.gettempdir()) / f"raydl-test-hang-{os.getuid()}.armed"
+
+
+def arm_hang() -> None:
+    """The next HangOnce env to reach its step `hang_at` hangs (in whichever process)."""
+    HANG_ARMED.touch()
+
+
 ENTRY = f"{__name__}:FaultyEnv"
 ENVS: dict[str, dict[str, Any]] = {
     "raydl_test/CrashEvery-v0": {"crash_every": 25},
     "raydl_test/CrashEveryPixels-v0": {"crash_every": 25, "pixels": True},
     "raydl_test/AlwaysCrash-v0": {"crash_in_reset": True},
     "raydl_test/NanReward-v0": {"nan_every": 50},
+    "raydl_test/HangOnce-v0": {"hang_at": 30},
 }
 for env_id, kwargs in ENVS.items():
     if env_id not in gym.registry:  # importing twice (driver, then a test) registers once

@@ -1,4 +1,3 @@
-import hashlib
 import json
 import os
 import shutil
@@ -93,13 +92,6 @@ def _group_alive(pgid: int) -> list[int]:
     return alive
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        h.update(key.encode() + np.ascontiguousarray(arrays[key]).tobytes())
-    return h.hexdigest()
-
-
 def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     """SIGKILL of the whole process group (driver, Ray, runner actor) mid-run, then
     `raydl run --resume`: the run continues from the newest checkpoint as if never
@@ -161,7 +153,9 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
             k, at_ckpt["env_steps"], at_ckpt["learner_updates"]
         )
         assert len(algo.buffer) == at_ckpt["buffer_size"] > 0
-        assert _digest(algo.buffer.state_dict()) == _digest(ckpt.load_arrays(newest / "buffer.npz"))
+        # the killed process recorded the digest of its buffer as it was in memory when it
+        # saved (state.json); the restored buffer must be that one, not merely the file
+        assert ckpt.arrays_digest(algo.buffer.state_dict()) == state["buffer_sha256"]
         steps = {int(s["step"]) for s in algo.optimizer.state_dict()["state"].values()}
         assert steps == {at_ckpt["learner_updates"]} and at_ckpt["learner_updates"] > 0
         assert algo._epsilon_for(0) == pytest.approx(at_ckpt["epsilon"])  # exploration position
@@ -322,3 +316,67 @@ def test_missing_dataset_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "put torchvision's MNIST files there" in lines[0]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _interruptible(tmp_path: Path, *sets: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "raydl", "run", "dqn_cartpole", "--no-progress", "--out", str(tmp_path / "runs"),
+            "--set", "runners.num=0", "--set", "stop.env_steps=10000000", "--set", "log.tensorboard=false"]
+    for text in sets:
+        args += ["--set", text]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(check, proc: subprocess.Popen, what: str, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while not check():
+        assert proc.poll() is None, f"ended before {what}: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {what} after {limit} s"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_ends_the_iteration_then_saves_and_a_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
+    """One Ctrl-C: the iteration in progress finishes, a whole checkpoint of it is
+    written and named. In an env that hangs inside `step`, the iteration cannot finish:
+    a second Ctrl-C stops at once, writes nothing (a torn state would overwrite a clean
+    checkpoint), and names the newest checkpoint. (Used to: save whatever state the
+    interrupt cut, then say "a checkpoint was written" in any case.)"""
+    from raydl import checkpoint as ckpt
+    from raydl.metrics import read_metrics
+    from tests.faulty_envs import arm_hang
+
+    proc = _interruptible(tmp_path, "algo.steps_per_iteration=500", "checkpoint.every=0")
+    runs = tmp_path / "runs"
+    _wait_for(lambda: runs.is_dir() and any(len(read_metrics(r)) >= 2 for r in runs.iterdir()), proc, "two rows")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    (run_dir,) = runs.iterdir()
+    rows = read_metrics(run_dir)
+    newest = ckpt.latest_checkpoint(run_dir)
+    assert stderr.strip().splitlines()[-1] == (
+        f"raydl: interrupted after iteration {rows[-1]['iteration']}; checkpoint {newest} written; "
+        f"continue with `raydl run --resume {run_dir}`")
+    assert ckpt.load_json(newest / "state.json")["iteration"] == rows[-1]["iteration"]
+
+    arm_hang()
+    shutil.rmtree(runs)
+    proc = _interruptible(tmp_path, "env=tests.faulty_envs:raydl_test/HangOnce-v0", "algo.steps_per_iteration=10",
+                          "runners.envs_per_runner=1",
+                          "checkpoint.every=1", "algo.learning_starts=5", "algo.batch_size=4")
+    _wait_for(lambda: runs.is_dir() and any((run / "checkpoints" / "iter_000002" / "state.json").is_file()
+                                            for run in runs.iterdir()),
+              proc, "the checkpoint of iteration 2")  # step 30 of the env, in iteration 3, hangs
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(2.0)
+    assert proc.poll() is None, proc.stderr.read()  # still hung: the iteration cannot finish
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    (run_dir,) = runs.iterdir()
+    newest = ckpt.latest_checkpoint(run_dir)
+    assert newest.name == "iter_000002" and ckpt.load_json(newest / "state.json")["iteration"] == 2
+    assert stderr.strip().splitlines()[-1] == (
+        f"raydl: interrupted mid-iteration; no checkpoint written (newest: {newest}); "
+        f"continue with `raydl run --resume {run_dir}`")

@@ -1,5 +1,6 @@
 """Supervised kinds on a real Ray Train: 2 CPU workers, short epochs on data made here."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raydl.checkpoint import latest_epoch_checkpoint
 from raydl.cli import main
 from raydl.errors import CheckpointError, ConfigError
 from tests.made_data import image_folder, write_idx
@@ -104,6 +106,44 @@ def test_killed_worker_recovery_then_resume_and_a_corrupted_checkpoint(tmp_path:
     assert _epochs(run.run_dir) == [1, 2, 3, 4, 5, 6]
     assert second.metrics["restores"] == m["restores"] + 1
     assert json.loads((second.checkpoint / "state.json").read_text())["epoch"] == 6
+
+
+def test_a_data_error_after_some_epochs_keeps_the_run_directory(tmp_path: Path) -> None:
+    """A worker group restarted after epoch 2 finds its image folder gone: the run fails
+    in one line, and its directory keeps what the first epochs wrote (it used to be
+    deleted, checkpoints and all, as if the error were a refusal before any work)."""
+    folder = image_folder(tmp_path / "images", per_class=80)
+    args = QUIET + ["data.source=folder", f"data.data_dir={folder}", "train.epochs=60",
+                    "train.batch_size=2", "scaling.max_failures=1", "log.curve=false"]
+    errors: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            train("cnn_digits", args, out=tmp_path / "runs", progress=False, echo=False)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            errors.append(exc)
+
+    thread = threading.Thread(target=fit)
+    thread.start()
+    deadline, moved = time.monotonic() + 240, False
+    while not moved and thread.is_alive() and time.monotonic() < deadline:
+        runs = list((tmp_path / "runs").glob("*")) if (tmp_path / "runs").is_dir() else []
+        if runs and len(_epochs(runs[0])) >= 2:
+            shutil.move(str(folder), str(tmp_path / "moved-away"))
+            for pid in _train_worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            moved = True
+        time.sleep(0.1)
+    thread.join(timeout=300)
+    assert moved, "the fit never reached epoch 2"
+    (error,) = errors
+    assert isinstance(error, ConfigError) and "data.data_dir" in str(error)
+    assert "\n" not in str(error)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert _epochs(run_dir)[:2] == [1, 2]
+    assert latest_epoch_checkpoint(run_dir) is not None
+    assert (run_dir / "config.yaml").is_file()
 
 
 def test_language_model_epoch_reports_bits_per_character(

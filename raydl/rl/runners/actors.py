@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from raydl.config import RunnersConfig
 from raydl.errors import TrainingError
@@ -49,6 +49,7 @@ class _Call:
     request: Any
     weights: Any
     version: int
+    sent: float = field(default_factory=time.monotonic)
 
 
 class ActorRunners:
@@ -80,6 +81,7 @@ class ActorRunners:
         self.results_returned = 0  # results handed to the learner
         self.requests_resent = 0  # requests a dead runner never answered (results dropped)
         self.actors = [self._create(i) for i in range(cfg.num)]
+        self.starting: dict[int, ray.ObjectRef] = {}  # replacements not yet up
         self.in_flight: dict[ray.ObjectRef, _Call] = {}
         self.requests = [0] * cfg.num
         self._weights_ref: ray.ObjectRef | None = None
@@ -98,18 +100,20 @@ class ActorRunners:
         actor.set_state.remote({"rng": state})  # runs before any later call of this actor
         return actor
 
-    def _replace(self, index: int, exc: RayActorError) -> None:
-        """Runner `index` died: start its successor with the latest weights and move its
-        unfinished requests there (their results will come from the new actor)."""
-        if exc.actor_init_failed:  # the same code would fail the same way again
+    def _replace(self, index: int, exc: RayActorError | str) -> None:
+        """Runner `index` died (or hung, `exc` then says so): start its successor with the
+        latest weights and move its unfinished requests there (their results will come
+        from the new actor)."""
+        if isinstance(exc, RayActorError) and exc.actor_init_failed:  # it would fail again
             reason = death_reason(exc)
             raise TrainingError(f"env runner {index} failed to start: {reason}") from None
         self.restarts[index] += 1
         died = self.restarts[index]
+        reason = exc if isinstance(exc, str) else death_reason(exc)
         if died > self.cfg.max_restarts:
             raise TrainingError(
                 f"env runner {index} died {died} times (runners.max_restarts: "
-                f"{self.cfg.max_restarts}); last error: {death_reason(exc)}"
+                f"{self.cfg.max_restarts}); last error: {reason}"
             ) from None
         self.total_restarts += 1
         try:
@@ -117,7 +121,8 @@ class ActorRunners:
         except Exception:  # already gone: nothing to free
             pass
         actor = self.actors[index] = self._create(index)
-        actor.set_weights.remote(self.weights_ref(), self.version())
+        # its start-up (a new process, its imports) is not part of any request's time
+        self.starting[index] = actor.set_weights.remote(self.weights_ref(), self.version())
         self.recoveries.append(
             {"runner": index, "replaced_at": time.monotonic(), "first_result_at": None}
         )
@@ -126,7 +131,43 @@ class ActorRunners:
 
     def _resend(self, call: _Call) -> None:
         self.requests_resent += 1
-        self._call(call)
+        self._call(replace(call, sent=time.monotonic()))
+
+    def _started(self) -> None:
+        """Replacements that are up now: their requests' clocks start now."""
+        for index, ref in list(self.starting.items()):
+            if ray.wait([ref], timeout=0)[0]:
+                del self.starting[index]
+                for r, call in self.in_flight.items():
+                    if call.index == index:
+                        self.in_flight[r] = replace(call, sent=time.monotonic())
+
+    def _hung(self) -> str:
+        return (f"no answer for runners.request_timeout_s ({self.cfg.request_timeout_s:g} s): "
+                "taken as hung, replaced")
+
+    def _wait(self, refs: list[ray.ObjectRef]) -> ray.ObjectRef | None:
+        """The first of `refs` to finish, or None when one of them has waited past
+        `runners.request_timeout_s` (however busy the other runners keep the learner):
+        then its runner was replaced as hung (its requests re-sent), and the caller
+        waits again."""
+        limit = self.cfg.request_timeout_s
+        if not limit:
+            return ray.wait(refs, num_returns=1)[0][0]
+        while True:
+            self._started()
+            now = time.monotonic()
+            overdue = [r for r in refs if self.in_flight[r].sent + limit <= now
+                       and self.in_flight[r].index not in self.starting]
+            if overdue:
+                _, stuck = ray.wait(overdue, num_returns=len(overdue), timeout=0)
+                if stuck:
+                    self._replace(self.in_flight[stuck[0]].index, self._hung())
+                    return None
+            deadline = min(self.in_flight[r].sent for r in refs) + limit
+            ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, deadline - now))
+            if ready:
+                return ready[0]
 
     def _call(self, call: _Call) -> None:
         ref = self.actors[call.index].run.remote(call.request, call.weights, call.version)
@@ -168,11 +209,13 @@ class ActorRunners:
         for index, ref in enumerate(refs):
             while True:
                 try:
-                    out.append(ray.get(ref))
+                    out.append(ray.get(ref, timeout=self.cfg.request_timeout_s or None))
                     break
                 except RayActorError as exc:
                     self._replace(index, exc)
-                    ref = call(self.actors[index], index)
+                except GetTimeoutError:  # busy in a request that hangs
+                    self._replace(index, self._hung())
+                ref = call(self.actors[index], index)
         return out
 
     # ------------------------------------------------------------------ weights
@@ -210,8 +253,8 @@ class ActorRunners:
         while True:
             if not self.in_flight:
                 raise RuntimeError("no request in flight; call start() first")
-            ready, _ = ray.wait(list(self.in_flight), num_returns=1)
-            result = self._get(ready[0])
+            ref = self._wait(list(self.in_flight))
+            result = self._get(ref) if ref is not None else None
             if result is not None:
                 return result
 
@@ -223,6 +266,8 @@ class ActorRunners:
         while self.in_flight:
             ref = min(self.in_flight, key=lambda r: self.in_flight[r].index)
             index = self.in_flight[ref].index
+            if self._wait([ref]) is None:  # hung: replaced, its request re-sent
+                continue
             result = self._get(ref)
             if result is not None:
                 results.append((index, result))
