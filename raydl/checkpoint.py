@@ -57,13 +57,29 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return [found[i] for i in sorted(found)]
 
 
+RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
 def latest_epoch_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete epoch checkpoint (``checkpoints/epoch_*``, kept by Ray Train
-    for the fit kinds) of a run directory, if any."""
+    for the fit kinds) of a run directory, if any.
+
+    Ray Train copies each epoch's directory into place and registers it in its snapshot
+    once the copy is whole; a process killed mid-copy leaves an `epoch_N` it never
+    registered, which holds a state.json or not. Where the snapshot is there, only what
+    it registered counts, the same checkpoint Ray Train itself restores on `--resume`."""
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return None
     found = sorted(p for p in root.glob("epoch_*") if (p / COMPLETE_MARKER).is_file())
+    snapshot = root / RAY_TRAIN_SNAPSHOT
+    if snapshot.is_file():
+        try:
+            results = json.loads(snapshot.read_text()).get("checkpoint_results", [])
+            registered = {r.get("checkpoint_dir_name") for r in results}
+        except (ValueError, AttributeError):  # unreadable: fall back to the files
+            registered = {p.name for p in found}
+        found = [p for p in found if p.name in registered]
     return found[-1] if found else None
 
 

@@ -101,11 +101,21 @@ def test_killed_worker_recovery_then_resume_and_a_corrupted_checkpoint(tmp_path:
         train(resume=broken, progress=False, echo=False)
     assert str(err.value).startswith(f"{model}: cannot load checkpoint file") and "\n" not in str(err.value)
 
+    # What a kill while Ray Train copies epoch 6 into place leaves: a directory it never
+    # registered, here with its state.json and half its model.pt. `--resume` and `raydl
+    # eval` used to refuse the run until the user deleted it; only registered ones count.
+    torn = run.run_dir / "checkpoints" / "epoch_000006"
+    shutil.copytree(run.run_dir / "checkpoints" / "epoch_000005", torn)
+    (torn / "model.pt").write_bytes((torn / "model.pt").read_bytes()[:5000])
+    assert latest_epoch_checkpoint(run.run_dir).name == "epoch_000005"
+    assert main(["eval", str(run.run_dir)]) == 0
+
     # The finished run resumed for one more epoch: continued, nothing repeated.
     second = train(resume=run.run_dir, overrides=["train.epochs=6"], progress=False, echo=False)
     assert _epochs(run.run_dir) == [1, 2, 3, 4, 5, 6]
     assert second.metrics["restores"] == m["restores"] + 1
     assert json.loads((second.checkpoint / "state.json").read_text())["epoch"] == 6
+    assert second.checkpoint == torn and (torn / "model.pt").stat().st_size > 5000  # written whole
 
 
 def test_a_data_error_after_some_epochs_keeps_the_run_directory(tmp_path: Path) -> None:
