@@ -87,3 +87,26 @@ def test_a_resume_leaves_no_step_twice_in_tensorboard(tmp_path: Path) -> None:
     steps = [e.step for e in shown]
     assert steps == sorted(set(steps)) == [r["env_steps"] for r in rows]
     assert [e.value for e in shown] == [r["iteration"] for r in rows]
+
+
+def test_run_and_search_folders_are_claimed_atomically(tmp_path: Path) -> None:
+    """Two runs (or two `raydl tune`) started in the same second used to share a folder
+    (check, then create); each claim is one mkdir now."""
+    from raydl.run import make_unique_dir
+    from raydl.tune import _claim_folder
+
+    names = [make_unique_dir(tmp_path, "dqn_cartpole-20261202-070000").name for _ in range(3)]
+    assert names == ["dqn_cartpole-20261202-070000", "dqn_cartpole-20261202-070000-2",
+                     "dqn_cartpole-20261202-070000-3"]
+    searches = [_claim_folder(tmp_path / "tune", "tune_dqn-tune-20261202-070000") for _ in range(2)]
+    assert searches == ["tune_dqn-tune-20261202-070000", "tune_dqn-tune-20261202-070000-2"]
+    assert all((tmp_path / "tune" / s).is_dir() for s in searches)
+
+
+def test_out_under_home_is_expanded_by_raydl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`raydl submit` hands `--out '~/raydl_runs'` quoted, so no shell expands it: raydl does."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = train("dqn_cartpole", ["runners.num=0", "stop.env_steps=1", "log.tensorboard=false",
+                                    "log.curve=false", "checkpoint.at_end=false"],
+                   out="~/raydl_runs", progress=False, echo=False)
+    assert result.run_dir.parent == tmp_path / "raydl_runs"
