@@ -157,15 +157,17 @@ class ActorRunners:
         while True:
             self._started()
             now = time.monotonic()
-            overdue = [r for r in refs if self.in_flight[r].sent + limit <= now
-                       and self.in_flight[r].index not in self.starting]
+            timed = [r for r in refs if self.in_flight[r].index not in self.starting]
+            overdue = [r for r in timed if self.in_flight[r].sent + limit <= now]
             if overdue:
                 _, stuck = ray.wait(overdue, num_returns=len(overdue), timeout=0)
                 if stuck:
                     self._replace(self.in_flight[stuck[0]].index, self._hung())
                     return None
-            deadline = min(self.in_flight[r].sent for r in refs) + limit
-            ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, deadline - now))
+            # until the next deadline; a replacement coming up is looked at twice a second
+            left = min((self.in_flight[r].sent + limit - now for r in timed), default=0.5)
+            wait_s = min(max(left, 0.0), 0.5) if self.starting else max(left, 0.0)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=wait_s)
             if ready:
                 return ready[0]
 
