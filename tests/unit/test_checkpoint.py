@@ -186,6 +186,7 @@ def test_sigkill_during_checkpoint_writes_keeps_the_previous_loadable(tmp_path: 
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, not gone
+@pytest.mark.filterwarnings("ignore:.*TorchScript archive:UserWarning")
 def test_a_torchscript_archive_is_refused_where_a_checkpoint_is_loaded(tmp_path: Path) -> None:
     """CVE-2025-32434's way in: `weights_only=True` used to hand TorchScript archives to
     torch.jit.load, which runs the archive's code. On a safe torch it is one line."""
