@@ -235,6 +235,10 @@ def _tuner(spec: TuneSpec, storage: Path, name: str, restore: bool) -> Any:
     run_config = tune.RunConfig(
         name=name, storage_path=str(storage.resolve()), stop=_stop(spec) or None,
         checkpoint_config=checkpoint, verbose=1, failure_config=tune.FailureConfig(max_failures=t.max_failures),
+        # Tune copies the trials' results into the search folder every `sync_period` (5
+        # minutes by default): a user watching it saw nothing until then. The folder is
+        # local, so a copy every few seconds costs nothing.
+        sync_config=tune.SyncConfig(sync_period=RESULTS_SYNC_S),
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config), max_concurrent
 
@@ -341,6 +345,9 @@ def trials_table(results: Any) -> Any:
     import pandas as pd
 
     return pd.DataFrame(trial_table_rows(results))
+
+
+RESULTS_SYNC_S = 2
 
 
 def _claim_folder(storage: Path, name: str) -> str:
