@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check an experiment (and its tune: section) without running it")
     check.add_argument("experiment", help="experiment file or a name in experiments/")
     _overrides(check, "override a field, as for run (repeatable)")
+    config = sub.add_parser("config", help="print an experiment with every field, its default and "
+                            "its help: a file to save, edit and run")
+    config.add_argument("experiment", help="experiment file or a name in experiments/")
+    _overrides(config, "override a field, as for run (repeatable)")
     sub.add_parser("list", help="list experiment files and registered kinds")
     _add_checkpoint_commands(sub)
     return p
@@ -229,6 +233,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    """The resolved experiment as commented YAML on stdout (checked as `raydl check` does
+    its values; the world is not looked at)."""
+    from raydl.config import experiment_from_data, read_experiment
+    from raydl.config_doc import commented_yaml
+
+    data = read_experiment(args.experiment, args.overrides)
+    tune = data.pop("tune", None)
+    cfg = experiment_from_data(data)
+    sets = "".join(f" --set {s}" for s in args.overrides)
+    sys.stdout.write(commented_yaml(cfg, f"raydl config {args.experiment}{sets}", tune))
+    return 0
+
+
 def _cmd_list(_: argparse.Namespace) -> int:
     from raydl import registry
     from raydl.config import read_yaml
@@ -274,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
                 "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit, "check": _cmd_check,
+                "config": _cmd_config,
                 "jobs": _cmd_jobs}
     try:
         code = handlers[args.command](args)

@@ -30,8 +30,9 @@ def test_check_imports_neither_torch_nor_ray(experiment: str) -> None:
     assert _imported_after(["check", experiment]) == []
 
 
-def test_list_imports_neither_torch_nor_ray() -> None:
+def test_list_and_config_import_neither_torch_nor_ray() -> None:
     assert _imported_after(["list"]) == []
+    assert _imported_after(["config", "a3c_cartpole"]) == []
 
 
 def test_the_console_command_exits_with_mains_code_and_all_its_output() -> None:
