@@ -229,6 +229,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         cfg = experiment_from_data(data)
         registry.check(cfg)
+    env = getattr(cfg, "env", None)
+    if isinstance(env, str) and ":" in env and not env.startswith("ALE/"):  # the user's own env
+        from raydl.envs.spec import env_checker_problems
+
+        for problem in env_checker_problems(env):
+            print(f"raydl check: {env}: {problem}")
     print(f"raydl check: {args.experiment}: a valid {cfg.kind} experiment")
     return 0
 

@@ -32,6 +32,8 @@ class FaultyEnv(gym.Env):
     nan_every: the N-th, 2N-th, ... step of this instance pays a NaN reward (0: never).
     pixels: observations are (4, 8, 8) uint8 frame stacks (for frame-mode replay), each
             frame filled with the step index, instead of 4 floats.
+    float64_obs: observations are float64 arrays in a float32 space (gymnasium's env
+            checker refuses that; raydl's own loop would cast them).
     hang_at: the N-th `step` of this instance sleeps for an hour, once per arming: only
             while HANG_ARMED exists, which the hanging process removes (so the env that
             replaces it runs on). A test arms it with `arm_hang()`.
@@ -47,9 +49,11 @@ class FaultyEnv(gym.Env):
         nan_every: int = 0,
         pixels: bool = False,
         hang_at: int = 0,
+        float64_obs: bool = False,
         render_mode: str | None = None,
     ) -> None:
         self.hang_at = hang_at
+        self.float64_obs = float64_obs
         self.render_mode = render_mode
         self.episode_len = episode_len
         self.crash_every = crash_every
@@ -70,7 +74,8 @@ class FaultyEnv(gym.Env):
             # Frame k of the stack shows step t - 3 + k (clipped at the episode start).
             frames = [np.full((8, 8), max(self.t - 3 + k, 0), np.uint8) for k in range(4)]
             return np.stack(frames)
-        return np.array([self.x, float(self.t), 0.0, 0.0], np.float32)
+        dtype = np.float64 if self.float64_obs else np.float32  # float64: outside its float32 space
+        return np.array([self.x, float(self.t), 0.0, 0.0], dtype)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -114,6 +119,7 @@ ENVS: dict[str, dict[str, Any]] = {
     "raydl_test/AlwaysCrash-v0": {"crash_in_reset": True},
     "raydl_test/NanReward-v0": {"nan_every": 50},
     "raydl_test/HangOnce-v0": {"hang_at": 30},
+    "raydl_test/Float64Obs-v0": {"float64_obs": True},
 }
 for env_id, kwargs in ENVS.items():
     if env_id not in gym.registry:  # importing twice (driver, then a test) registers once

@@ -28,7 +28,7 @@ from gymnasium.vector import AutoresetMode
 from raydl.config import AtariConfig
 from raydl.envs import make_env
 from raydl.envs.atari import is_atari
-from raydl.errors import ConfigError, message_line
+from raydl.errors import ConfigError, first_line, message_line
 
 ObsKind = Literal["vector", "image", "frames"]
 Transform = Literal["none", "float32", "flatten", "chw"]
@@ -181,3 +181,26 @@ def _contains(space: gym.Space[Any], kinds: tuple[type, ...]) -> bool:
 def _describe(space: gym.Space[Any]) -> str:
     text = str(space)
     return text if len(text) <= 80 else type(space).__name__
+
+
+def env_checker_problems(env_id: str) -> list[str]:
+    """gymnasium's own env checker (`gymnasium.utils.env_checker.check_env`) on a fresh
+    copy of a user's env, for `raydl check`: each of its warnings as one line; a failed
+    check is a ConfigError naming it."""
+    import re
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    env = make_env(env_id)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                check_env(env.unwrapped, skip_render_check=True)
+            except Exception as exc:  # noqa: BLE001 - the checker's finding, as one line
+                raise ConfigError(f"env: {env_id} fails gymnasium's env checker: {first_line(exc)}") from None
+    finally:
+        env.close()
+    plain = (re.sub(r"\x1b\[[0-9;]*m", "", str(w.message)).strip() for w in caught)
+    return list(dict.fromkeys(text.removeprefix("WARN: ") for text in plain if text))

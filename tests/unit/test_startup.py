@@ -61,3 +61,23 @@ def test_profile_marks_only_when_asked(tmp_path: Path, monkeypatch: pytest.Monke
     assert rows[0]["t"] <= rows[1]["t"]
     # this process started before its first mark, and not long before (pytest's start-up)
     assert rows[0]["started"] is not None and 0 < rows[0]["t"] - rows[0]["started"] < 3600
+
+
+def test_check_runs_gymnasiums_env_checker_on_a_users_env() -> None:
+    """`raydl check` of a `module:EnvId` env: gymnasium's own checker, each warning one
+    line (exit 0), a failed check one error line (exit 2); shipped envs are not checked."""
+    def check(env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "raydl", "check", "dqn_cartpole", "--set", f"env={env}"],
+                              capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+
+    warned = check("tests.faulty_envs:raydl_test/NanReward-v0")
+    assert warned.returncode == 0, warned.stderr
+    lines = warned.stdout.strip().splitlines()
+    assert lines[-1] == "raydl check: dqn_cartpole: a valid dqn experiment"
+    assert "raydl check: tests.faulty_envs:raydl_test/NanReward-v0: A Box observation space minimum value " \
+           "is -infinity. This is probably too low." in lines
+    failed = check("tests.faulty_envs:raydl_test/Float64Obs-v0")
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1
+    assert "fails gymnasium's env checker: AssertionError: The first element returned by `env.reset()` " \
+           "is not within the observation space" in failed.stderr
+    assert "probably" not in check("CartPole-v1").stdout
