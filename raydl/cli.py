@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("experiment", help="experiment file or a name in experiments/")
     _overrides(config, "override a field, as for run (repeatable)")
     sub.add_parser("list", help="list experiment files and registered kinds")
+    plot = sub.add_parser("plot", help="overlay the curves of runs (or of a search's trials)")
+    plot.add_argument("runs", nargs="+", type=Path, help="run directories or raydl tune search folders")
+    plot.add_argument("--metric", help="the metric to draw (default: the first run's headline)")
+    plot.add_argument("--x", choices=["env_steps", "epoch", "iteration", "time_total_s"],
+                      help="x axis (default: env_steps where there are, else epoch)")
+    plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
     _add_checkpoint_commands(sub)
     return p
 
@@ -253,6 +259,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from raydl.plot import plot_runs
+
+    drawn = plot_runs(args.runs, args.out, args.metric, args.x)
+    print(f"raydl plot: {len(drawn)} curves in {args.out}")
+    return 0
+
+
 def _cmd_list(_: argparse.Namespace) -> int:
     from raydl import registry
     from raydl.config import read_yaml
@@ -298,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
                 "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit, "check": _cmd_check,
-                "config": _cmd_config,
+                "config": _cmd_config, "plot": _cmd_plot,
                 "jobs": _cmd_jobs}
     try:
         code = handlers[args.command](args)
