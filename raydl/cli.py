@@ -344,6 +344,10 @@ def entry() -> None:
     import os
     import threading
 
+    # As `python -m raydl` would: the user's own modules (`env: my_envs:Maze-v0`) import
+    # from the current directory; Ray puts the same directory on its workers' path.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     code = main()
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():

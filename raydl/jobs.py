@@ -191,6 +191,19 @@ def upload_size(workdir: Path, excludes: list[str]) -> tuple[int, int]:
     return found[0], found[1]
 
 
+def _upload_dir(experiment: str, overrides: list[str], working_dir: str | Path | None) -> Path | None:
+    """The directory a job uploads: --working-dir; else the current one when the job
+    needs the user's files (an experiment file, or `--set env=MODULE:ENV_ID` naming the
+    user's own env module); else none (a built-in experiment)."""
+    own_env = any(t.partition("=")[0].strip() == "env" and ":" in t.partition("=")[2] for t in overrides)
+    if working_dir is None and not Path(experiment).is_file() and not own_env:
+        return None
+    workdir = Path(working_dir or ".").expanduser().resolve()
+    if not workdir.is_dir():
+        raise ConfigError(f"--working-dir {working_dir}: no such directory")
+    return workdir
+
+
 def build_request(
     experiment: str,
     overrides: list[str],
@@ -208,14 +221,8 @@ def build_request(
     uploads its working directory (default: .) without credentials, data or outputs."""
     from raydl.config import load_experiment
 
-    if working_dir is None and not Path(experiment).is_file():
-        workdir = None
-        local, name = _experiment_argument(experiment, Path.cwd())
-    else:
-        workdir = Path(working_dir or ".").expanduser().resolve()
-        if not workdir.is_dir():
-            raise ConfigError(f"--working-dir {working_dir}: no such directory")
-        local, name = _experiment_argument(experiment, workdir)
+    workdir = _upload_dir(experiment, overrides, working_dir)
+    local, name = _experiment_argument(experiment, workdir or Path.cwd())
     if tune:
         from raydl.tune_spec import load_tune_spec
 

@@ -380,3 +380,51 @@ def test_ctrl_c_ends_the_iteration_then_saves_and_a_second_ctrl_c_stops_at_once(
     assert stderr.strip().splitlines()[-1] == (
         f"raydl: interrupted mid-iteration; no checkpoint written (newest: {newest}); "
         f"continue with `raydl run --resume {run_dir}`")
+
+
+MY_ENVS = '''
+import gymnasium as gym
+import numpy as np
+
+
+class Maze(gym.Env):
+    """A corridor: walk right to the exit (reward 1), 20 steps at most."""
+
+    def __init__(self, length: int = 5, render_mode=None):
+        self.length = length
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.t = 0, 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.pos = max(0, self.pos + (1 if action == 1 else -1))
+        self.t += 1
+        done = self.pos >= self.length
+        return np.array([self.pos / self.length], np.float32), float(done), done, self.t >= 20, {}
+
+
+gym.register("Maze-v0", entry_point=Maze)
+'''
+
+
+def test_an_env_module_of_the_users_own_directory_runs_in_the_driver_and_a_runner_actor(tmp_path: Path) -> None:
+    """The `raydl` console script did not find `my_envs` in the current directory ("cannot
+    import module"); the driver and the runner actor import it now."""
+    (tmp_path / "my_envs.py").write_text(MY_ENVS)
+    raydl = Path(sys.executable).parent / "raydl"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    checked = subprocess.run([str(raydl), "check", "dqn_cartpole", "--set", "env=my_envs:Maze-v0"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr
+    ran = subprocess.run([str(raydl), "run", "dqn_cartpole", "--set", "env=my_envs:Maze-v0", "--set", "runners.num=1",
+                          "--set", "stop.env_steps=500", "--set", "log.tensorboard=false", "--no-progress"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "raydl: dqn on my_envs:Maze-v0 stopped (env_steps" in ran.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    infos = json.loads((run_dir / "runners.json").read_text())
+    assert len(infos) == 1 and infos[0]["pid"] != os.getpid()  # sampled in an actor process

@@ -151,3 +151,12 @@ def test_the_token_is_not_sent_in_clear_to_another_machine(monkeypatch: pytest.M
         refuse_token_in_clear(url)  # loopback (a tunnel) or TLS
     monkeypatch.setenv(PLAIN_HTTP_OPT_IN, "1")
     refuse_token_in_clear("http://10.0.0.5:8265")  # the user said so
+
+
+def test_a_users_own_env_module_goes_with_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`raydl submit dqn_cartpole --set env=my_envs:Maze-v0`: the cluster needs my_envs.py,
+    so the current directory is uploaded (without credentials), not nothing."""
+    monkeypatch.chdir(tmp_path)
+    req = build_request("dqn_cartpole", ["env=my_envs:Maze-v0"])
+    assert req.runtime_env["working_dir"] == str(tmp_path)
+    assert "working_dir" not in build_request("dqn_cartpole", ["env=CartPole-v1"]).runtime_env
