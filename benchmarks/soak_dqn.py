@@ -53,14 +53,9 @@ def runner_pids() -> list[int]:
 
 
 def rows(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            break
-    return out
+    from raydl.metrics import read_metrics
+
+    return read_metrics(run_dir)
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:

@@ -12,9 +12,8 @@ from typing import Any, TextIO
 METRICS_FILE = "metrics.jsonl"
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All rows of a run's metrics.jsonl (a torn last line is ignored)."""
-    path = run_dir / METRICS_FILE
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file up to the first torn one (none if it is absent)."""
     rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -23,6 +22,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             except ValueError:
                 break
     return rows
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All rows of a run's metrics.jsonl (a torn last line is ignored)."""
+    return read_jsonl(run_dir / METRICS_FILE)
 
 
 class MetricsWriter:

@@ -7,24 +7,13 @@ to env steps where the rows have them, else epochs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from raydl.errors import ConfigError
-from raydl.metrics import read_metrics
+from raydl.metrics import read_jsonl, read_metrics
 
 X_AXES = ("env_steps", "epoch", "iteration", "time_total_s")
-
-
-def _json_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break
-    return rows
 
 
 def curves_of(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -33,7 +22,7 @@ def curves_of(path: Path) -> dict[str, list[dict[str, Any]]]:
         return {path.name: read_metrics(path)}
     if (path / "raydl_tune.yaml").is_file():
         trials = sorted(p for p in path.iterdir() if (p / "result.json").is_file())
-        return {"_".join(t.name.split("_")[:3]): _json_rows(t / "result.json") for t in trials}
+        return {"_".join(t.name.split("_")[:3]): read_jsonl(t / "result.json") for t in trials}
     raise ConfigError(f"{path}: not a run directory (no metrics.jsonl) or a search folder "
                       "(no raydl_tune.yaml)")
 

@@ -151,12 +151,10 @@ class GenerativeExperiment(FitExperiment):
 
 def check(cfg: GenerativeExperiment) -> None:
     """The check step of kinds gan and vae: the images are there (or may be downloaded),
-    the Inception weights file, if one is named, loads. scikit-learn's digits are always
-    there: no look, and no torch to look."""
-    if cfg.data.source != "digits":
-        from raydl.sl.data import check_data
+    the Inception weights file, if one is named, loads."""
+    from raydl.sl.check import check_data_files
 
-        check_data(cfg.data)
+    check_data_files(cfg.data)
     if cfg.score.inception_weights:
         from raydl.gen.scoring import check_inception
 
