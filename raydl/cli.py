@@ -1,4 +1,4 @@
-"""`raydl run | tune | submit | jobs | check | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
+"""`raydl run | tune | submit | jobs | check | list | eval | sample | viz | export`: the command line over the same API tests and Tune use."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="x axis (default: env_steps where there are, else epoch)")
     plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
     _add_checkpoint_commands(sub)
+    _add_export_command(sub)
     return p
 
 
@@ -122,6 +123,8 @@ def _add_checkpoint_commands(sub: Any) -> None:
     ev.add_argument("--prompt", default="", help="language models: text to continue")
     ev.add_argument("--temperature", type=float, default=0.8,
                     help="language models: sampling temperature")
+    ev.add_argument("--onnx", type=Path, help="RL: play the policy `raydl export` wrote to this "
+                    "file, by onnxruntime, instead of the checkpoint's network")
     sample = sub.add_parser("sample", help="new images from a GAN or VAE checkpoint, as a PNG grid")
     sample.add_argument("checkpoint", help="a gan/vae checkpoint or run directory (latest)")
     sample.add_argument("--n", type=int, default=64, help="images to generate")
@@ -132,6 +135,16 @@ def _add_checkpoint_commands(sub: Any) -> None:
     viz.add_argument("checkpoint", help="a classifier checkpoint or run directory (latest)")
     viz.add_argument("--image", type=Path, required=True, help="the image to look at")
     viz.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+
+
+def _add_export_command(sub: Any) -> None:
+    from raydl.export import FORMATS
+
+    export = sub.add_parser("export", help="write a checkpoint's network as ONNX or TorchScript: "
+                            "greedy policy, classifier or generator, preprocessing inside")
+    export.add_argument("checkpoint", help="a checkpoint or run directory (latest)")
+    export.add_argument("--format", choices=FORMATS, default="onnx", help="file format")
+    export.add_argument("--out", type=Path, required=True, help="file to write")
 
 
 def _checkpoint_kind(text: str) -> tuple[Path, Any]:
@@ -172,6 +185,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"{directory}: not a generative checkpoint (kind {cfg.kind}); "
                           f"allowed kinds: {', '.join(registry.kinds_with('sample'))}")
     sample(directory, args.n, args.seed, args.nrow, args.out)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from raydl.export import export_command
+
+    export_command(args.checkpoint, args.format, args.out)
     return 0
 
 
@@ -294,15 +314,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
     directories = [newest_checkpoint(Path(c)) for c in args.checkpoint]
     cfg = load_experiment(directories[0] / "config.yaml")
+    if args.onnx is not None:
+        _check_onnx_eval(args.onnx, cfg.kind)
     evaluate = registry.entry_point(cfg.kind, "evaluate")
     if evaluate is None:
         raise ConfigError(f"eval: {directories[0]} is a {cfg.kind} checkpoint; sample it with "
                           "`raydl sample CHECKPOINT --n 64 --out grid.png`")
     options = registry.EvalOptions(
         episodes=args.episodes, gif=args.gif, epsilon=args.epsilon, seed=args.seed,
-        generate=args.generate, prompt=args.prompt, temperature=args.temperature)
+        generate=args.generate, prompt=args.prompt, temperature=args.temperature, onnx=args.onnx)
     evaluate(cfg, directories, options)
     return 0
+
+
+def _check_onnx_eval(path: Path, kind: str) -> None:
+    """`raydl eval --onnx`: an RL run, onnxruntime installed, the file there."""
+    from raydl import registry
+    from raydl.export import require_onnx
+
+    if registry.family(kind) != "stepped":
+        rl = [k for k in registry.kinds() if registry.family(k) == "stepped"]
+        raise ConfigError(f"eval --onnx: plays episodes of RL kinds ({', '.join(rl)}); this "
+                          f"checkpoint is {kind}")
+    require_onnx("eval --onnx", ("onnxruntime",))
+    if not path.is_file():
+        raise ConfigError(f"--onnx {path}: no such file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
                 "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit, "check": _cmd_check,
-                "config": _cmd_config, "plot": _cmd_plot,
+                "config": _cmd_config, "plot": _cmd_plot, "export": _cmd_export,
                 "jobs": _cmd_jobs}
     try:
         code = handlers[args.command](args)

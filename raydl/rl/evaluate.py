@@ -30,12 +30,17 @@ class EvalResult:
         return float(np.mean(self.returns))
 
 
+Policy = torch.nn.Module | Callable[[np.ndarray], int]  # a network, or obs -> greedy action
+
+
 def epsilon_greedy(
-    net: torch.nn.Module, num_actions: int, epsilon: float, rng: np.random.Generator
+    net: Policy, num_actions: int, epsilon: float, rng: np.random.Generator
 ) -> Callable[[np.ndarray], int]:
     def act(obs: np.ndarray) -> int:
         if epsilon > 0 and rng.random() < epsilon:
             return int(rng.integers(num_actions))
+        if not isinstance(net, torch.nn.Module):  # an exported policy (raydl eval --onnx)
+            return net(obs)
         with torch.no_grad():
             return int(net(torch.as_tensor(obs)[None]).argmax(dim=1).item())
 
@@ -44,7 +49,7 @@ def epsilon_greedy(
 
 def evaluate(
     spec: EnvSpec,
-    net: torch.nn.Module,
+    net: Policy,
     episodes: int,
     *,
     seed: int = 0,
@@ -100,7 +105,14 @@ def eval_command(cfg: Any, directories: list[Path], options: registry.EvalOption
     if epsilon is None:  # the DQN papers evaluate Atari with 5% random actions
         epsilon = 0.05 if is_atari(cfg.env) else 0.0
     spec = registry.check(cfg)
-    net = registry.algorithm_class(cfg.kind).load_policy(directories[0], cfg, spec)
+    net: Policy
+    if options.onnx is not None:  # the exported graph adapts the env's own observations
+        from raydl.rl.export import onnx_policy, raw_env_spec
+
+        net, spec = onnx_policy(options.onnx, spec), raw_env_spec(spec)
+        print(f"raydl eval: the greedy policy of {options.onnx}, by onnxruntime")
+    else:
+        net = registry.algorithm_class(cfg.kind).load_policy(directories[0], cfg, spec)
     result = evaluate(spec, net, options.episodes, seed=options.seed, epsilon=epsilon,
                       gif=options.gif)
     for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
