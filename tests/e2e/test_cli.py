@@ -247,6 +247,23 @@ def test_bad_experiment_is_a_one_line_error_with_exit_code_2(
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_export_then_eval_the_onnx_policy_plays_the_same_episodes(trained, tmp_path: Path) -> None:
+    out, _ = trained
+    run_dir = _run_dir(out)
+    policy = tmp_path / "policy.onnx"
+    proc = raydl("export", str(run_dir), "--format", "onnx", "--out", str(policy), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "obs float32 (N, 4) -> q_values float32 (N, 2), action int64 (N)" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.onnx"]
+    played = raydl("eval", str(run_dir), "--onnx", str(policy), "--episodes", "3", cwd=tmp_path)
+    assert played.returncode == 0, played.stderr[-2000:]
+    assert f"the greedy policy of {policy}, by onnxruntime" in played.stdout
+    by_torch = raydl("eval", str(run_dir), "--episodes", "3", cwd=tmp_path)
+    episodes = [line for line in played.stdout.splitlines() if line.startswith("episode ")]
+    assert len(episodes) == 3
+    assert episodes == [line for line in by_torch.stdout.splitlines() if line.startswith("episode ")]
+
+
 def test_unwritable_out_and_missing_checkpoint(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

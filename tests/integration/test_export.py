@@ -186,3 +186,25 @@ def test_generator_maps_noise_to_images_as_raydl_sample_does(fmt: str, tmp_path:
     report(f"generator {fmt}", {"max abs diff": diff})
     assert images.shape == (n, cfg.channels, cfg.image_size, cfg.image_size)
     assert diff <= TOLERANCE and images.min() >= 0 and images.max() <= 1
+
+
+def test_eval_onnx_refuses_another_envs_policy_and_non_rl_checkpoints(
+    rl_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.unit.test_export_inputs import cli
+
+    other = tmp_path / "three_inputs.onnx"  # a policy of an env with 3-float observations
+    net = QNetwork(3, 2, [8]).eval()
+    export(Exportable(GreedyPolicy(net, spaces.Box(-1, 1, (3,), np.float32), "none").eval(),
+                      (torch.zeros(3, 3),), ("obs",), ("q_values", "action")), "onnx", other)
+    code, err = cli("eval", str(rl_runs["dqn"]), "--onnx", str(other), "--episodes", "1")
+    assert code == 2 and err.count("\n") == 1
+    assert f"{other}: takes tensor(float) observations of shape (3,); CartPole-v1 gives " \
+           "tensor(float) of shape (4,)" in err
+    code, err = cli("eval", str(rl_runs["dqn"]), "--onnx", str(tmp_path / "none.onnx"))
+    assert code == 2 and "none.onnx: no such file" in err
+    classifier = _epoch_checkpoint("cnn_digits", ["model.channels=[4]", "model.hidden=8"],
+                                   tmp_path / "cls", trained=False)
+    code, err = cli("eval", str(classifier), "--onnx", str(other))
+    assert code == 2 and "eval --onnx: plays episodes of RL kinds (a2c, a3c, dqn, reinforce); " \
+                         "this checkpoint is classify" in err
