@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from raydl.errors import ConfigError
+from raydl.errors import ConfigError, first_line
 
 FORMATS = ("onnx", "torchscript")
 # What the onnx format needs: the exporter (onnx, onnxscript) and the runtime that checks
@@ -49,7 +49,15 @@ class Exportable:
     output_names: tuple[str, ...]
     # per input, the axes of any size (batch; sequence for token ids)
     dynamic_axes: tuple[tuple[int, ...], ...] = field(default=((0,),))
+    # per output, its axes of any size (None: the batch axis of each)
+    output_axes: tuple[tuple[int, ...], ...] | None = None
     what: str = ""  # one line: what the inputs and outputs are, for the summary
+    # False: torch's TorchScript-based ONNX exporter, for LSTMs over token ids, whose
+    # sequence length torch.export fixes to the example's (it keeps them dynamic)
+    dynamo: bool = True
+
+    def axes_of_outputs(self) -> tuple[tuple[int, ...], ...]:
+        return self.output_axes or tuple((0,) for _ in self.output_names)
 
 
 def require_onnx(what: str, modules: Sequence[str] = ONNX_MODULES) -> None:
@@ -88,17 +96,24 @@ def export(item: Exportable, fmt: str, out: Path) -> float:
     import torch
 
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    # checked on twice the example's batch: a batch size baked into the file shows
-    check = tuple(torch.cat([t, t]) for t in item.example)
+    # checked on the example repeated along every dynamic axis: a size baked in shows
+    check = tuple(t.repeat(*[2 if i in axes else 1 for i in range(t.dim())])
+                  for t, axes in zip(item.example, item.dynamic_axes))
     try:
         with torch.no_grad():
             expected = _as_tuple(item.module(*check))
-        if fmt == "onnx":
-            _write_onnx(item, tmp)
-            got = run_onnx(load_onnx(tmp), item.input_names, [t.numpy() for t in check])
-        else:
-            _write_torchscript(item, tmp)
-            got = [t.numpy() for t in _as_tuple(load_torchscript(tmp)(*check))]
+        try:
+            if fmt == "onnx":
+                _write_onnx(item, tmp)
+                got = run_onnx(load_onnx(tmp), item.input_names, [t.numpy() for t in check])
+            else:
+                _write_torchscript(item, tmp)
+                got = [t.numpy() for t in _as_tuple(load_torchscript(tmp)(*check))]
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch's exporter or the runtime refused it
+            raise ConfigError(f"export: the {item.what} cannot be written as {fmt}: "
+                              f"{first_line(exc)}; nothing written") from None
         diff = max_abs_diff([t.numpy() for t in expected], got)
         if not diff <= TOLERANCE:
             raise ConfigError(f"export: the {fmt} file differs from torch by {diff:.3g} on the "
@@ -113,14 +128,21 @@ def _write_onnx(item: Exportable, path: Path) -> None:
     import torch
     from torch.export import Dim
 
-    dynamic = tuple({axis: Dim.DYNAMIC for axis in axes} for axes in item.dynamic_axes)
+    names = dict(input_names=list(item.input_names), output_names=list(item.output_names))
     with warnings.catch_warnings():
-        # the exporter warns about torch internals (deprecations inside torch.export)
+        # the exporters warn about torch internals (deprecations inside torch.export) and,
+        # for the TorchScript-based one, about itself
         warnings.simplefilter("ignore")
-        torch.onnx.export(item.module, item.example, str(path), dynamo=True,
-                          input_names=list(item.input_names),
-                          output_names=list(item.output_names),
-                          dynamic_shapes=dynamic, external_data=False, verbose=False)
+        if item.dynamo:
+            dynamic = tuple({axis: Dim.DYNAMIC for axis in axes} for axes in item.dynamic_axes)
+            torch.onnx.export(item.module, item.example, str(path), dynamo=True, **names,
+                              dynamic_shapes=dynamic, external_data=False, verbose=False)
+            return
+        axes = dict(zip(item.input_names + item.output_names,
+                        item.dynamic_axes + item.axes_of_outputs()))
+        torch.onnx.export(item.module, item.example, str(path), dynamo=False, **names,
+                          dynamic_axes={name: {a: _AXIS_NAMES[a] for a in dims}
+                                        for name, dims in axes.items()})
 
 
 def _write_torchscript(item: Exportable, path: Path) -> None:
@@ -200,8 +222,7 @@ def describe(item: Exportable) -> str:
     with torch.no_grad():
         outputs = _as_tuple(item.module(*item.example))
     ins = [one(n, t, d) for n, t, d in zip(item.input_names, item.example, item.dynamic_axes)]
-    batch = item.dynamic_axes[0]
-    outs = [one(n, t, batch) for n, t in zip(item.output_names, outputs)]
+    outs = [one(n, t, d) for n, t, d in zip(item.output_names, outputs, item.axes_of_outputs())]
     return f"{', '.join(ins)} -> {', '.join(outs)}"
 
 

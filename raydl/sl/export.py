@@ -21,6 +21,7 @@ from torch import nn
 from raydl.export import Exportable
 from raydl.sl.data import DOCUMENT_SOURCES
 from raydl.sl.evaluate import load_checkpoint
+from raydl.sl.models import LSTMClassifier, LSTMLanguageModel
 
 
 class Probabilities(nn.Module):
@@ -54,9 +55,12 @@ def exportable(directory: Path, cfg: Any) -> Exportable:
         vocab = len(loaded.vocab) if loaded.vocab is not None else _saved(directory)["vocab_size"]
         # ids from 1: 0 is padding; a sequence long enough for every TextCNN kernel
         tokens = torch.arange(3 * 8).remainder(max(vocab - 1, 1)).add(1).view(3, 8)
+        per_token = loaded.vocab is not None  # a language model: (N, T, V)
         return Exportable(Probabilities(loaded.net).eval(), (tokens,), ("tokens",),
                           ("probabilities",), dynamic_axes=((0, 1),),
-                          what=f"{cfg.kind} over {vocab} tokens")
+                          output_axes=((0, 1),) if per_token else None,
+                          what=f"{cfg.kind} over {vocab} tokens",
+                          dynamo=not isinstance(loaded.net, (LSTMClassifier, LSTMLanguageModel)))
     saved = _saved(directory)
     mean, std = saved["mean"], saved["std"]
     channels = data.channels or len(mean)

@@ -129,6 +129,7 @@ def _epoch_checkpoint(experiment: str, sets: list[str], root: Path, trained: boo
     cfg = load_experiment(experiment, sets + ["scaling.workers=1", "log.tensorboard=false"])
     worker = Worker(cfg, root, rank=0, world=1, device=torch.device("cpu"), group=False)
     task = registry.resolve({"classify": "raydl.sl.tasks:SupervisedTask",
+                             "language_model": "raydl.sl.tasks:SupervisedTask",
                              "gan": "raydl.gen.tasks:GenerativeTask"}[cfg.kind])(worker)
     if trained:
         _train(task, worker, Counters(epoch=1))
@@ -166,6 +167,26 @@ def test_classifier_takes_01_images_and_gives_the_probabilities_eval_computes(tm
     report("classifier onnx", {"max abs diff": diff, "images": len(raw)})
     assert probs.shape == (len(raw), saved["num_classes"]) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert diff <= TOLERANCE and np.array_equal(probs.argmax(1), expected.argmax(1))
+
+
+def test_language_model_takes_token_ids_of_any_length(tmp_path: Path) -> None:
+    from raydl.sl.evaluate import load_checkpoint
+
+    directory = _epoch_checkpoint("lstm_lm_pydoc", ["model.embedding=16", "model.hidden=16",
+                                                    "data.seq_len=16"], tmp_path, trained=False)
+    cfg = load_experiment(directory / "config.yaml")
+    out = tmp_path / "lm.onnx"
+    export(exportable(directory, cfg), "onnx", out)
+    session = load_onnx(out)
+    net = load_checkpoint(directory).net
+    vocab = net.embed.num_embeddings
+    for length in (1, 5, 40):  # the example was 8 tokens long: none of these
+        tokens = torch.randint(0, vocab, (4, length), generator=torch.Generator().manual_seed(length))
+        (probs,) = run_onnx(session, ["tokens"], [tokens.numpy()])
+        with torch.no_grad():
+            expected = torch.softmax(net(tokens)[0], dim=-1).numpy()
+        assert probs.shape == (4, length, vocab)
+        assert float(np.abs(probs - expected).max()) <= TOLERANCE
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
