@@ -113,6 +113,7 @@ def _add_checkpoint_commands(sub: Any) -> None:
                     help="checkpoint or run directories (latest); several classifiers: an ensemble")
     ev.add_argument("--episodes", type=int, default=10, help="whole episodes to play")
     ev.add_argument("--gif", type=Path, help="write the first episode as an animated GIF")
+    ev.add_argument("--video", type=Path, help="write the first episode as an MP4 video")
     ev.add_argument("--epsilon", type=float, default=None,
                     help="random-action rate (default: 0.05 on Atari as in the DQN papers, "
                          "else 0)")
@@ -292,6 +293,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
+    if args.video is not None and args.video.suffix.lower() != ".mp4":
+        raise ConfigError(f"--video {args.video}: expected a .mp4 file (an animated GIF: --gif)")
     directories = [newest_checkpoint(Path(c)) for c in args.checkpoint]
     cfg = load_experiment(directories[0] / "config.yaml")
     evaluate = registry.entry_point(cfg.kind, "evaluate")
@@ -299,7 +302,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"eval: {directories[0]} is a {cfg.kind} checkpoint; sample it with "
                           "`raydl sample CHECKPOINT --n 64 --out grid.png`")
     options = registry.EvalOptions(
-        episodes=args.episodes, gif=args.gif, epsilon=args.epsilon, seed=args.seed,
+        episodes=args.episodes, gif=args.gif, video=args.video, epsilon=args.epsilon, seed=args.seed,
         generate=args.generate, prompt=args.prompt, temperature=args.temperature)
     evaluate(cfg, directories, options)
     return 0

@@ -64,6 +64,9 @@ class StopConfig:
     episode_return_mean: float | None = param(
         None, "stop once the mean return of the last 100 training episodes reaches this"
     )
+    eval_return_mean: float | None = param(
+        None, "stop once an evaluation's mean return reaches this (RL kinds; needs eval.every)"
+    )
     iterations: int = param(0, "stop after this many training iterations (0: no limit)", ge=0)
     time_s: float = param(0.0, "stop after this many wall-clock seconds (0: no limit)", ge=0)
 
@@ -120,6 +123,33 @@ class CheckpointConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation during training (RL kinds): whole episodes of the greedy policy on seeds
+    of their own, in an eval runner actor beside training (in the driver when
+    runners.num: 0). Iteration i evaluates the weights it starts with (i = 1, 1 + every,
+    1 + 2 every, ...: the first evaluation is of the untrained policy)."""
+
+    every: int = param(0, "evaluate every N training iterations (0: never)", ge=0)
+    episodes: int = param(10, "episodes per evaluation", ge=1)
+    epsilon: float | None = param(
+        None, "random-action rate while evaluating (default: 0, or 0.05 on Atari as in the "
+        "DQN papers)", ge=0, le=1
+    )
+    seed: int | None = param(
+        None, "base seed of the eval episodes (default: the experiment's seed); episode k "
+        "uses seed + 1000000007 + k, never a training seed", ge=0
+    )
+    cpus: float = param(1.0, "CPUs reserved for the eval runner actor", gt=0)
+    video_every: int = param(
+        0, "record the first episode of the evaluations of the weights after every N "
+        "iterations (the untrained ones too) as MP4 in RUN_DIR/videos and TensorBoard "
+        "(0: never; a multiple of eval.every)", ge=0
+    )
+    video_fps: int = param(30, "frames per second of the videos", ge=1)
+    video_max_frames: int = param(1_000, "frames recorded per video, at most", ge=1)
+
+
+@dataclass
 class LogConfig:
     """What the run prints and writes besides metrics.jsonl."""
 
@@ -149,6 +179,17 @@ class RLExperiment:
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpointing")
     log: LogConfig = section(LogConfig, "outputs")
     atari: AtariConfig = section(AtariConfig, "Atari preprocessing (ALE/* envs)")
+    eval: EvalConfig = section(EvalConfig, "evaluation during training")
+
+    def validate(self) -> None:
+        """Checks between the shared sections; each kind's own `validate` calls this."""
+        if self.stop.eval_return_mean is not None and not self.eval.every:
+            raise ConfigError("stop.eval_return_mean: needs evaluations; set eval.every "
+                              "(iterations between them) or remove it")
+        video, every = self.eval.video_every, self.eval.every
+        if video and (not every or video % every):
+            raise ConfigError(f"eval.video_every: {video} is not a multiple of eval.every "
+                              f"({every}); videos are recorded in evaluations")
 
 
 # ----------------------------------------------------------------------------- loading

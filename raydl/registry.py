@@ -38,6 +38,7 @@ class EvalOptions:
 
     episodes: int = 10
     gif: Path | None = None
+    video: Path | None = None  # MP4 of the first episode
     epsilon: float | None = None
     seed: int = 0
     generate: int = 0

@@ -254,6 +254,8 @@ def test_unwritable_out_and_missing_checkpoint(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cannot create output directory" in proc.stderr
     proc = raydl("eval", str(tmp_path / "nope"), cwd=tmp_path, timeout=60)
     assert proc.returncode == 2 and "no such checkpoint or run directory" in proc.stderr
+    proc = raydl("eval", str(tmp_path / "nope"), "--video", "play.gif", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "--video play.gif: expected a .mp4 file" in proc.stderr
 
 
 def test_list_shows_experiments(tmp_path: Path) -> None:
