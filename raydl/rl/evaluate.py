@@ -82,6 +82,17 @@ def play(
     return returns, lengths, frames
 
 
+def play_greedy(
+    spec: EnvSpec, net: torch.nn.Module, episodes: int, seed: int, epsilon: float,
+    record_frames: int = 0,
+) -> tuple[list[float], list[int], list[np.ndarray]]:
+    """`play` with `net`'s greedy actions, a random one with probability `epsilon` (drawn
+    from the eval seeds' own RNG: the same evaluation gives the same returns anywhere)."""
+    rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
+    act = epsilon_greedy(net, spec.num_actions, epsilon, rng)
+    return play(spec, act, episodes, seed, record_frames)
+
+
 def evaluate(
     spec: EnvSpec,
     net: torch.nn.Module,
@@ -96,10 +107,9 @@ def evaluate(
 ) -> EvalResult:
     """Play `episodes` episodes with `net`'s greedy actions (a random one with probability
     `epsilon`); the first one is recorded to `gif` and / or `video` (MP4) if given."""
-    rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
-    act = epsilon_greedy(net, spec.num_actions, epsilon, rng)
     recording = bool(gif or video)
-    returns, lengths, frames = play(spec, act, episodes, seed, max_frames if recording else 0)
+    returns, lengths, frames = play_greedy(spec, net, episodes, seed, epsilon,
+                                           max_frames if recording else 0)
     for path in (gif, video):
         if path is not None and frames:
             write_video(frames, path, fps)

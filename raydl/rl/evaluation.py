@@ -34,7 +34,7 @@ from torch import nn
 from raydl import checkpoint as ckpt
 from raydl.config import RLExperiment, dump_yaml
 from raydl.envs.spec import EnvSpec
-from raydl.rl.evaluate import eval_epsilon, epsilon_greedy, play
+from raydl.rl.evaluate import eval_epsilon, play_greedy
 from raydl.rl.runners.base import runner_info
 from raydl.video import mp4_bytes, write_atomic
 
@@ -82,10 +82,9 @@ class EvalRunner:
         if weights is not None:
             self.set_weights(weights, version)
         started = time.perf_counter()
-        rng = np.random.default_rng(request.seed)
-        act = epsilon_greedy(self.policy, self.env.num_actions, request.epsilon, rng)
         frames = request.video_max_frames if request.video_fps else 0
-        returns, lengths, recorded = play(self.env, act, request.episodes, request.seed, frames)
+        returns, lengths, recorded = play_greedy(self.env, self.policy, request.episodes,
+                                                 request.seed, request.epsilon, frames)
         mp4 = mp4_bytes(recorded, request.video_fps) if recorded else None
         return EvalOutcome(returns, lengths, self.weights_version,
                            time.perf_counter() - started, mp4)
