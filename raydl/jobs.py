@@ -169,7 +169,8 @@ def _job_env(env: Any, working_dir: Path | None) -> str | None:
     if path is None:
         return None
     if not path.is_file():
-        raise ConfigError(f"env: {env.partition(':')[0]}: no such file")
+        raise ConfigError(f"env: {env.partition(':')[0]}: no such file (a FILE.py:ENV_ID path "
+                          f"is absolute or relative to the current directory, {Path.cwd()})")
     relative = _inside(path, working_dir or Path.cwd(), f"env {env}", "env module")
     return f"{relative}:{env.partition(':')[2]}"
 
