@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import raydl
 from raydl.errors import CheckpointError, ConfigError, TrainingError, one_line
 
 EXIT_USAGE = 2  # bad input: config errors, unknown names, unusable paths
@@ -24,6 +25,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked (reading the installed metadata takes time
+    every other command would pay)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"raydl {raydl.version()}")
+        parser.exit()
+
+
 def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help=text)
@@ -32,15 +42,16 @@ def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
 @functools.lru_cache(maxsize=1)  # built once per process; parse_args leaves it as it was
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="raydl", description="Train RL agents and deep models on Ray.")
+    p.add_argument("--version", action=_Version, nargs=0, help="print raydl's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run_and_tune(sub)
     _add_cluster_commands(sub)
     check = sub.add_parser("check", help="check an experiment (and its tune: section) without running it")
-    check.add_argument("experiment", help="experiment file or a name in experiments/")
+    check.add_argument("experiment", help="experiment file or a built-in name (raydl list)")
     _overrides(check, "override a field, as for run (repeatable)")
     config = sub.add_parser("config", help="print an experiment with every field, its default and "
                             "its help: a file to save, edit and run")
-    config.add_argument("experiment", help="experiment file or a name in experiments/")
+    config.add_argument("experiment", help="experiment file or a built-in name (raydl list)")
     _overrides(config, "override a field, as for run (repeatable)")
     sub.add_parser("list", help="list experiment files and registered kinds")
     plot = sub.add_parser("plot", help="overlay the curves of runs (or of a search's trials)")
@@ -55,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_run_and_tune(sub: Any) -> None:
     run = sub.add_parser("run", help="train an experiment until its stop criterion")
-    run.add_argument("experiment", nargs="?", help="experiment file, or a name in experiments/")
+    run.add_argument("experiment", nargs="?", help="experiment file, or a built-in name (raydl list)")
     _overrides(run, "override a field, e.g. --set algo.lr=3e-4 (repeatable)")
     run.add_argument("--out", default="runs", help="parent directory of run directories")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")

@@ -247,7 +247,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_experiment(
     source: str | Path | dict[str, Any], overrides: list[str] | None = None
 ) -> Any:
-    """Load an experiment (file path, name in experiments/, or mapping) into its dataclass.
+    """Load an experiment (file path, built-in name, or mapping) into its dataclass.
 
     A `tune:` section is read only by `raydl tune` (raydl.tune) and ignored here."""
     data = read_experiment(source, overrides)

@@ -164,11 +164,12 @@ DRIVER_IMPORTS = {"fit": ("ray.train.torch",), "stepped": ("torch._dynamo",)}
 def _start_ray(cfg: Any, address: str | None) -> None:
     """Start (or join) Ray; meanwhile import what the driver uses next, and let Ray's
     worker processes import the runner actors' module as they start."""
-    from raydl.runtime import init_ray
+    from raydl.runtime import init_ray, module_files
 
     spec = registry.spec(cfg.kind)
     driver = (spec.algorithm.partition(":")[0], *DRIVER_IMPORTS[spec.family])
-    init_ray(address, preload=[spec.runner] if spec.runner else [], meanwhile=driver)
+    init_ray(address, preload=[spec.runner] if spec.runner else [], meanwhile=driver,
+             ship=module_files(cfg))
 
 
 LOCK_FILE = ".raydl.lock"

@@ -293,7 +293,10 @@ def tune_experiment(
     # watches the controller with Ray's State API, served by the dashboard. Without it
     # each stopped trial keeps its workers' CPUs for good and the search stalls.
     runner = registry.spec(spec.cfg.kind).runner  # trials' runner actors start on preloaded workers
-    init_ray(address, state_api=not spec.stepped, preload=[runner] if runner else [])
+    from raydl.runtime import module_files
+
+    init_ray(address, state_api=not spec.stepped, preload=[runner] if runner else [],
+             ship=module_files(spec.cfg))
     tuner, max_concurrent = _tuner(spec, storage, name, restore=resume is not None)
     folder = storage / name
     if resume is None:
