@@ -20,7 +20,7 @@ Command (full benchmark; also `make bench`):
 
 raydl side
 ----------
-`raydl.run.train("dqn_cartpole", ...)` on experiments/dqn_cartpole.yaml as it is, with
+`raydl.run.train("dqn_cartpole", ...)` on raydl/experiments/dqn_cartpole.yaml as it is, with
 only the seed, the stop criteria and logging/checkpointing (off) overridden. That
 experiment samples in the driver process (runners.num = 0).
 

@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import raydl
 from raydl.errors import CheckpointError, ConfigError, TrainingError, one_line
 
 EXIT_USAGE = 2  # bad input: config errors, unknown names, unusable paths
@@ -24,6 +25,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked (reading the installed metadata takes time
+    every other command would pay)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"raydl {raydl.version()}")
+        parser.exit()
+
+
 def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help=text)
@@ -32,15 +42,16 @@ def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
 @functools.lru_cache(maxsize=1)  # built once per process; parse_args leaves it as it was
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="raydl", description="Train RL agents and deep models on Ray.")
+    p.add_argument("--version", action=_Version, nargs=0, help="print raydl's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run_and_tune(sub)
     _add_cluster_commands(sub)
     check = sub.add_parser("check", help="check an experiment (and its tune: section) without running it")
-    check.add_argument("experiment", help="experiment file or a name in experiments/")
+    check.add_argument("experiment", help="experiment file or a built-in name (raydl list)")
     _overrides(check, "override a field, as for run (repeatable)")
     config = sub.add_parser("config", help="print an experiment with every field, its default and "
                             "its help: a file to save, edit and run")
-    config.add_argument("experiment", help="experiment file or a name in experiments/")
+    config.add_argument("experiment", help="experiment file or a built-in name (raydl list)")
     _overrides(config, "override a field, as for run (repeatable)")
     sub.add_parser("list", help="list experiment files and registered kinds")
     plot = sub.add_parser("plot", help="overlay the curves of runs (or of a search's trials)")
@@ -56,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_run_and_tune(sub: Any) -> None:
     run = sub.add_parser("run", help="train an experiment until its stop criterion")
-    run.add_argument("experiment", nargs="?", help="experiment file, or a name in experiments/")
+    run.add_argument("experiment", nargs="?", help="experiment file, or a built-in name (raydl list)")
     _overrides(run, "override a field, e.g. --set algo.lr=3e-4 (repeatable)")
     run.add_argument("--out", default="runs", help="parent directory of run directories")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
@@ -114,6 +125,7 @@ def _add_checkpoint_commands(sub: Any) -> None:
                     help="checkpoint or run directories (latest); several classifiers: an ensemble")
     ev.add_argument("--episodes", type=int, default=10, help="whole episodes to play")
     ev.add_argument("--gif", type=Path, help="write the first episode as an animated GIF")
+    ev.add_argument("--video", type=Path, help="write the first episode as an MP4 video")
     ev.add_argument("--epsilon", type=float, default=None,
                     help="random-action rate (default: 0.05 on Atari as in the DQN papers, "
                          "else 0)")
@@ -312,6 +324,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
+    if args.video is not None and args.video.suffix.lower() != ".mp4":
+        raise ConfigError(f"--video {args.video}: expected a .mp4 file (an animated GIF: --gif)")
     directories = [newest_checkpoint(Path(c)) for c in args.checkpoint]
     cfg = load_experiment(directories[0] / "config.yaml")
     if args.onnx is not None:
@@ -321,7 +335,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"eval: {directories[0]} is a {cfg.kind} checkpoint; sample it with "
                           "`raydl sample CHECKPOINT --n 64 --out grid.png`")
     options = registry.EvalOptions(
-        episodes=args.episodes, gif=args.gif, epsilon=args.epsilon, seed=args.seed,
+        episodes=args.episodes, gif=args.gif, video=args.video, epsilon=args.epsilon, seed=args.seed,
         generate=args.generate, prompt=args.prompt, temperature=args.temperature, onnx=args.onnx)
     evaluate(cfg, directories, options)
     return 0

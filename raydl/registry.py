@@ -38,6 +38,7 @@ class EvalOptions:
 
     episodes: int = 10
     gif: Path | None = None
+    video: Path | None = None  # MP4 of the first episode
     epsilon: float | None = None
     seed: int = 0
     generate: int = 0
@@ -110,7 +111,8 @@ _SPECS: dict[str, KindSpec] = {
     )
 }
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# Shipped inside the package (package data), so a plain `pip install` has them too.
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
 
 def kinds() -> list[str]:
@@ -175,12 +177,12 @@ def kinds_with(name: EntryPoint) -> list[str]:
 
 
 def experiment_files() -> list[Path]:
-    """The experiment files shipped in experiments/."""
+    """The experiment files shipped with raydl (raydl/experiments/)."""
     return sorted(EXPERIMENTS_DIR.glob("*.yaml"))
 
 
 def find_experiment(name: str) -> Path:
-    """Resolve a path, or the name of a file in experiments/ (with or without .yaml)."""
+    """Resolve a path, or the name of a shipped experiment (with or without .yaml)."""
     path = Path(name)
     if path.is_file():
         return path
