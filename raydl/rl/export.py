@@ -26,6 +26,7 @@ from raydl import registry
 from raydl.envs.spec import EnvSpec
 from raydl.errors import ConfigError
 from raydl.export import Exportable, load_onnx, run_onnx
+from raydl.rl.networks import QNetwork
 
 INPUT = "obs"
 OUTPUT_ACTION = "action"
@@ -107,7 +108,7 @@ def exportable(directory: Path, cfg: Any) -> Exportable:
     example = batch([space.sample() for _ in range(3)], space, env.env_id)
     if np.issubdtype(dtype, np.floating):  # unbounded Box samples can be huge: keep it small
         example = rng.standard_normal((3, *shape)).astype(dtype)
-    values = "q_values" if cfg.kind == "dqn" else "logits"
+    values = "q_values" if isinstance(net, QNetwork) else "logits"  # else an actor-critic's
     return Exportable(policy, (torch.from_numpy(example),), (INPUT,), (values, OUTPUT_ACTION),
                       what=f"{env.env_id} greedy policy")
 
