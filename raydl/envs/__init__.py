@@ -16,6 +16,7 @@ import gymnasium as gym
 from raydl.config import AtariConfig
 from raydl.errors import ConfigError
 from raydl.envs.atari import is_atari, make_atari, register_ale
+from raydl.envs.box2d import require_box2d
 
 
 def check_env_id(env_id: str) -> str:
@@ -96,6 +97,7 @@ def make_env(
 ) -> gym.Env:
     """One environment; ALE/* ids get DeepMind preprocessing (`atari`, or its defaults)."""
     registered = check_env_id(env_id)
+    require_box2d(registered)
     if is_atari(env_id):
         a = atari or AtariConfig()
         return make_atari(
