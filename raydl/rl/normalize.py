@@ -210,30 +210,40 @@ class RewardScaler:
 
 
 @dataclass
-class NormDelta:
-    """What a runner hands the learner with its samples: its statistics deltas (None for
-    what is off), and what the learner sends back: the merged statistics."""
+class NormStats:
+    """Observation and return statistics (None for what is off): a runner's deltas with
+    its samples, the learner's merged totals sent back with the weights and checkpointed."""
 
     obs: RunningMeanStd | None = None
     ret: RunningMeanStd | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the learner's checkpoint."""
+        return {"obs": None if self.obs is None else self.obs.state_dict(),
+                "ret": None if self.ret is None else self.ret.state_dict()}
 
-def take_deltas(obs: ObsNormalizer | None, rewards: RewardScaler | None) -> NormDelta:
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> NormStats:
+        return cls(*(None if state.get(k) is None else RunningMeanStd.from_state_dict(state[k])
+                     for k in ("obs", "ret")))
+
+
+def take_deltas(obs: ObsNormalizer | None, rewards: RewardScaler | None) -> NormStats:
     """A runner's deltas since its last hand-over."""
-    return NormDelta(None if obs is None else obs.stats.take_delta(),
+    return NormStats(None if obs is None else obs.stats.take_delta(),
                      None if rewards is None else rewards.stats.take_delta())
 
 
-def merge_deltas(total: NormDelta, deltas: Iterable[NormDelta]) -> NormDelta:
+def merge_deltas(total: NormStats, deltas: Iterable[NormStats]) -> NormStats:
     """The learner's side: `total` (its merged statistics) with every runner's delta."""
     deltas = list(deltas)
     obs = [d.obs for d in deltas if d.obs is not None]
     ret = [d.ret for d in deltas if d.ret is not None]
-    return NormDelta(None if total.obs is None else merged(total.obs, obs),
+    return NormStats(None if total.obs is None else merged(total.obs, obs),
                      None if total.ret is None else merged(total.ret, ret))
 
 
-def sync(obs: ObsNormalizer | None, rewards: RewardScaler | None, total: NormDelta) -> None:
+def sync(obs: ObsNormalizer | None, rewards: RewardScaler | None, total: NormStats) -> None:
     """A runner adopts the learner's merged statistics (sent with the new weights)."""
     if obs is not None and total.obs is not None:
         obs.stats.sync(total.obs)

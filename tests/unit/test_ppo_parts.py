@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from raydl.errors import ConfigError
 from raydl.rl.normalize import (
     PRIOR_COUNT,
-    NormDelta,
+    NormStats,
     ObsNormalizer,
     RewardScaler,
     RunningMeanStd,
@@ -26,6 +26,7 @@ from raydl.rl.normalize import (
 from raydl.rl.ppo_losses import (
     clipped_surrogate,
     epoch_minibatches,
+    kl_exceeded,
     normalize_advantages,
     ppo_minibatches,
     ppo_value_loss,
@@ -98,6 +99,12 @@ def test_normalize_advantages_uses_the_unbiased_std_and_leaves_one_sample() -> N
     assert normalize_advantages(one).item() == 3.0
 
 
+def test_kl_early_stop_has_sb3s_margin() -> None:
+    assert not kl_exceeded(0.015, 0.01)
+    assert kl_exceeded(0.0151, 0.01)
+    assert not kl_exceeded(1e9, None)
+
+
 @pytest.mark.parametrize("make_gen", [lambda: torch.Generator().manual_seed(3),
                                       lambda: np.random.default_rng(3)])
 def test_minibatches_cover_each_epoch_once_and_repeat_with_the_seed(make_gen) -> None:
@@ -144,7 +151,7 @@ def test_merging_split_statistics_equals_the_concatenation(data, cuts) -> None:
 def test_runner_deltas_merge_exactly_and_survive_an_asynchronous_round() -> None:
     rng = np.random.default_rng(0)
     runners = [ObsNormalizer((3,)) for _ in range(3)]
-    learner = NormDelta(obs=RunningMeanStd.empty((3,), PRIOR_COUNT))
+    learner = NormStats(obs=RunningMeanStd.empty((3,), PRIOR_COUNT))
     seen = []
     for round_ in range(3):
         for k, runner in enumerate(runners):
@@ -168,6 +175,11 @@ def test_runner_deltas_merge_exactly_and_survive_an_asynchronous_round() -> None
     assert view.count == pytest.approx(expected.count)
     final = merge_deltas(learner, [take_deltas(r, None) for r in runners])
     np.testing.assert_allclose(final.obs.var, expected.var, rtol=1e-12)
+    # the learner's totals round-trip a JSON checkpoint exactly
+    back = NormStats.from_state_dict(json.loads(json.dumps(final.state_dict())))
+    assert back.ret is None and back.obs.count == final.obs.count
+    np.testing.assert_array_equal(back.obs.mean, final.obs.mean)
+    np.testing.assert_array_equal(back.obs.var, final.obs.var)
     assert runners[1].stats.view.count == pytest.approx(expected.count - len(late))
 
 
