@@ -244,6 +244,11 @@ def test_a_box2d_env_without_box2d_is_one_line(monkeypatch: pytest.MonkeyPatch) 
         make_env("LunarLander-v3")
     expected = "env: LunarLander-v3 needs the box2d package; pip install 'raydl[box2d]'"
     assert str(err.value) == expected
+    from raydl.envs.spec import probe_env
+
+    with pytest.raises(ConfigError) as err:  # the check step passes the line on as it is
+        probe_env("LunarLander-v3")
+    assert str(err.value) == expected
     assert box2d.is_box2d("CarRacing-v3") and box2d.is_box2d("BipedalWalker-v3")
     assert not box2d.is_box2d("CartPole-v1")
     make_env("CartPole-v1").close()  # other envs never look for it
