@@ -100,6 +100,15 @@ def drop_nonfinite_envs(batch: dict[str, Any]) -> int:
     return dropped
 
 
+def stack_masks(masks: list[np.ndarray | None], size: int) -> np.ndarray | None:
+    """The rollout's action masks (T, N, size), all-true where a step had none; None
+    when the env gave no mask at all."""
+    given = [m for m in masks if m is not None]
+    if not given:
+        return None
+    return np.stack([np.ones((len(given[0]), size), bool) if m is None else m for m in masks])
+
+
 class ACWorker(RunnerBase):
     """Steps `num_envs` envs with a sampled-action policy and returns loss gradients."""
 
@@ -120,6 +129,7 @@ class ACWorker(RunnerBase):
     def _start_episodes(self, seeds: list[int] | None) -> None:
         """Reset every env (recreating it if it fails there); open episodes are forgotten."""
         self.obs = self._reset_envs(seeds)
+        self.mask = self._mask(self.reset_info)
         self.tracker = EpisodeTracker(self.num_envs)
 
     # -- policy -------------------------------------------------------------------------
@@ -137,13 +147,25 @@ class ACWorker(RunnerBase):
         self.policy = policy
         self.params = list(policy.parameters())
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """Actions sampled from pi(.|s) by the Gumbel-max trick with this worker's RNG
-        (reproducible, and its state is a plain JSON-ready dict)."""
+    def act(
+        self, obs: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample a ~ pi(.|s) for a batch of observations: (env actions, raw actions,
+        log pi(raw | s) as float32 (B,)). Sampling draws from this worker's NumPy RNG
+        (reproducible, its state a plain JSON-ready dict; categoricals by the Gumbel-max
+        trick). `mask` (B, size) bool: masked actions are never sampled. Env actions are
+        what the env takes (Box: clipped to the bounds, or squashed into them); raw
+        actions (Box: the unclipped sample) are what log-probs and the loss are of."""
         with torch.inference_mode():
-            logits = self.policy(torch.as_tensor(obs)).double().numpy()
-        gumbel = -np.log(-np.log(self.rng.random(logits.shape)))
-        return np.argmax(logits + gumbel, axis=1)
+            params = self.policy(torch.as_tensor(obs))
+            dist = self.policy.distribution(params, None if mask is None else torch.as_tensor(mask))
+            raw = dist.sample(self.rng)
+            log_probs = dist.log_prob(torch.as_tensor(raw)).float().numpy()
+        return self.policy.actions.to_env(raw), raw, log_probs
+
+    def _mask(self, info: dict[str, Any]) -> np.ndarray | None:
+        """The (num_envs, size) action mask an env gave in `info` (None: no mask)."""
+        return self.policy.actions.flat_mask(info.get("action_mask"), self.num_envs)
 
     # -- rollouts -----------------------------------------------------------------------
     def _rollout(self, num_steps: int) -> dict[str, Any]:
@@ -166,12 +188,14 @@ class ACWorker(RunnerBase):
             self._start_episodes(None)
             finished = np.zeros(self.num_envs, bool)
         obs_l, act_l, rew_l, term_l, end_l, valid_l = [], [], [], [], [], []
+        mask_l: list[np.ndarray | None] = []
+        logp_l: list[np.ndarray] = []
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         episodes: list[tuple[float, int]] = []
         t = 0
         while (not episode_mode and t < num_steps) or (episode_mode and not finished.all()):
             assert self.obs is not None
-            actions = self.act(self.obs)
+            actions, raw, log_probs = self.act(self.obs, self.mask)
             stepped = self._step_envs(actions)
             if stepped is None:
                 return None
@@ -181,7 +205,9 @@ class ACWorker(RunnerBase):
                 rewards, terminated, info, self.clip_rewards, self.life_loss_terminal
             )
             obs_l.append(self.obs)
-            act_l.append(actions)
+            act_l.append(raw)
+            logp_l.append(log_probs)
+            mask_l.append(self.mask)
             rew_l.append(np.asarray(learn_rewards, np.float32))
             term_l.append(learn_terminal)
             end_l.append(learn_terminal | truncated)
@@ -196,7 +222,7 @@ class ACWorker(RunnerBase):
                 finished |= ended
             else:
                 episodes += ended_now
-            self.obs = next_obs
+            self.obs, self.mask = next_obs, self._mask(info)
             t += 1
         batch = {
             "obs": np.stack(obs_l), "action": np.stack(act_l), "reward": np.stack(rew_l),
@@ -204,6 +230,7 @@ class ACWorker(RunnerBase):
             "ended": np.stack(end_l).astype(np.float32),
             "valid": np.stack(valid_l) if episode_mode else np.ones((t, self.num_envs), bool),
             "truncated_final": truncated_final, "last_obs": self.obs,
+            "log_prob": np.stack(logp_l), "mask": stack_masks(mask_l, self.policy.actions.size),
         }
         return {"batch": batch, "episodes": episodes, "env_steps": t * self.num_envs}
 
@@ -246,10 +273,11 @@ class ACWorker(RunnerBase):
         rollout = self._rollout(num_steps)
         batch = rollout["batch"]
         dropped = drop_nonfinite_envs(batch)
-        steps, envs = batch["action"].shape
+        steps, envs = batch["action"].shape[:2]
         obs = torch.as_tensor(batch["obs"])
+        mask = None if batch["mask"] is None else torch.as_tensor(batch["mask"]).flatten(0, 1)
         self.policy.train()
-        logits, values = self.policy.logits_and_value(obs.reshape(steps * envs, *obs.shape[2:]))
+        params, values = self.policy.logits_and_value(obs.reshape(steps * envs, *obs.shape[2:]))
         values = values.reshape(steps, envs)
         advantages, returns = self._targets(batch, values)
         valid = torch.as_tensor(batch["valid"]).reshape(-1)
@@ -260,9 +288,10 @@ class ACWorker(RunnerBase):
             self.policy.zero_grad(set_to_none=False)
             return GradientResult(grads=flat_gradients(self.params), samples=0, stats={},
                                   **self._result(rollout["episodes"], rollout["env_steps"], start, dropped))
+        dist = self.policy.distribution(params[valid], None if mask is None else mask[valid])
         loss, parts = actor_critic_loss(
-            logits[valid], values.reshape(-1)[valid],
-            torch.as_tensor(batch["action"]).reshape(-1)[valid],
+            dist, values.reshape(-1)[valid],
+            torch.as_tensor(batch["action"]).flatten(0, 1)[valid],
             adv, returns.reshape(-1)[valid], self.vf_coef, self.ent_coef,
         )
         self.policy.zero_grad(set_to_none=True)
