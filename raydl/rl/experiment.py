@@ -97,6 +97,9 @@ def check_dqn(cfg: DQNExperiment) -> EnvSpec:
     """The check step of kind dqn: the env's spaces, the learner's device."""
     env = probe_env(cfg.env, cfg.atari)
     env.require_discrete_actions("DQN")
+    if env.mask_in_obs:
+        raise ConfigError(f"env: {cfg.env} gives action masks ({{observation, action_mask}} "
+                          "observations); DQN does not take them: use kind a2c, a3c or reinforce")
     if cfg.algo.prioritized and env.obs_kind == "frames":
         raise ConfigError(
             "algo.prioritized: not available with Atari frame stacks yet (their replay "
