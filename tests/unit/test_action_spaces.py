@@ -110,3 +110,36 @@ def test_check_step_takes_every_action_space_and_refuses_in_one_line() -> None:
         registry.check(load_experiment({"kind": "dqn", "env": env_id("discrete_mask_obs")}))
     with pytest.raises(ConfigError, match="Box action space; DQN needs a Discrete one"):
         registry.check(load_experiment({"kind": "dqn", "env": "Pendulum-v1"}))
+
+
+def test_a2c_pendulum_runs_plays_and_exports_its_mean_action(tmp_path: Path) -> None:
+    """The shipped continuous experiment, cut to a few hundred steps in the driver: it
+    learns (finite losses, the log std moves), plays a GIF with its mean action, and its
+    ONNX export answers the clipped mean."""
+    from raydl.export import export
+    from raydl.rl.actor_critic import ActorCriticAlgorithm
+    from raydl.rl.export import exportable, onnx_policy, raw_env_spec
+
+    cfg = load_experiment("a2c_pendulum", ["runners.num=0", "log.tensorboard=false",
+                                           "algo.steps_per_iteration=200", "algo.device=cpu"])
+    algo = ActorCriticAlgorithm(cfg)
+    try:
+        for _ in range(2):
+            metrics = algo.step()
+        assert metrics["env_steps"] >= 400 and np.isfinite(metrics["value_loss"])
+        assert algo.net.log_std is not None and not torch.equal(algo.net.log_std.data,
+                                                                torch.full((1,), -2.0))
+        played = evaluate(algo.env, algo.net, 1, gif=tmp_path / "pendulum.gif", max_frames=20)
+        assert played.lengths == [200] and played.gif is not None
+        (tmp_path / "ckpt").mkdir()
+        algo.save(tmp_path / "ckpt")
+    finally:
+        algo.close()
+    item = exportable(tmp_path / "ckpt", cfg)
+    assert item.output_names == ("mean", "action")
+    with torch.no_grad():
+        mean, action = item.module(*item.example)
+    assert torch.equal(action, mean.clamp(-2.0, 2.0))
+    assert export(item, "onnx", tmp_path / "pendulum.onnx") < 1e-4
+    onnx = onnx_policy(tmp_path / "pendulum.onnx", algo.env)
+    assert evaluate(raw_env_spec(algo.env), onnx, 1).returns == pytest.approx(played.returns, abs=1e-3)
