@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import tests.action_envs  # noqa: F401  (registers the toy envs)
 from raydl import registry
 from raydl.config import load_experiment
 from raydl.envs.spec import probe_env
