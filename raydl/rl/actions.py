@@ -28,8 +28,9 @@ TAKEN = "Discrete, Box, MultiDiscrete, MultiBinary"
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """How a policy acts in one action space: the head's width, the distribution over
-    raw actions, and raw -> env actions. Plain data: it travels to Ray actors."""
+    """How a policy acts in one action space: the head's width, which distribution
+    (`kind`), raw -> env actions, random actions and masks. Plain data: it travels to
+    Ray actors with the network."""
 
     kind: Kind
     size: int  # the policy head's width (logits, or the Gaussian mean)
