@@ -21,11 +21,11 @@ def env_id(kind: str) -> str:
     return f"tests.action_envs:raydl_test/Action-{kind}-v0"
 
 
-def worker_for(kind: str, squash: bool = False, num_envs: int = 2) -> ACWorker:
+def worker_for(kind: str, squash: bool = False, num_envs: int = 2, keep_values: bool = False) -> ACWorker:
     spec = probe_env(env_id(kind))
     actions = action_spec(spec.action_space, squash)
     return ACWorker(spec, num_envs, lambda: ActorCritic(spec.obs_shape, actions, [16]),
-                    seed=0, returns="gae", gamma=0.99, ent_coef=0.01)
+                    seed=0, returns="gae", gamma=0.99, ent_coef=0.01, keep_values=keep_values)
 
 
 @pytest.mark.parametrize("kind", ["discrete_mask_info", "discrete_mask_obs",
@@ -39,6 +39,7 @@ def test_masked_actions_are_never_taken_and_masks_reach_the_batch(kind: str) -> 
         batch = worker._rollout(20)["batch"]
         size = worker.policy.actions.size
         assert batch["mask"].shape == (20, 2, size) and not batch["mask"].all()
+        assert batch["value"] is None  # A2C/A3C workers keep no acting-time values
         # the network sees the observation alone: step index and the env's copy of the mask
         assert batch["obs"].shape == (20, 2, 1 + size)
         assert np.array_equal(batch["obs"][:, :, 1:].astype(bool), batch["mask"])
@@ -51,7 +52,7 @@ def test_masked_actions_are_never_taken_and_masks_reach_the_batch(kind: str) -> 
                                          ("multi_discrete", False), ("multi_binary", False),
                                          ("discrete", False)])
 def test_rollouts_keep_raw_actions_and_their_log_probs(kind: str, squash: bool) -> None:
-    worker = worker_for(kind, squash)
+    worker = worker_for(kind, squash, keep_values=True)
     try:
         out = worker.compute_gradients(40)
         assert all(ret == 20.0 for ret, _ in out.episodes)  # Box: every env action in bounds
@@ -59,9 +60,10 @@ def test_rollouts_keep_raw_actions_and_their_log_probs(kind: str, squash: bool) 
         assert batch["mask"] is None
         obs = torch.as_tensor(batch["obs"]).flatten(0, 1)
         with torch.no_grad():
-            dist, _ = worker.policy.distribution_and_value(obs)
+            dist, values = worker.policy.distribution_and_value(obs)
             expected = dist.log_prob(torch.as_tensor(batch["action"]).flatten(0, 1))
         assert np.allclose(batch["log_prob"].reshape(-1), expected.numpy(), atol=1e-5)
+        assert np.allclose(batch["value"].reshape(-1), values.numpy(), atol=1e-6)
         if kind == "box" and not squash:  # unit std around ~0 in [-2, 1]: some samples clipped
             assert (batch["action"] > 1.0).any() or (batch["action"] < -2.0).any()
         assert np.isfinite(out.grads).all() and np.abs(out.grads).sum() > 0
@@ -142,3 +144,17 @@ def test_a2c_pendulum_runs_plays_and_exports_its_mean_action(tmp_path: Path) -> 
     assert export(item, "onnx", tmp_path / "pendulum.onnx") < 1e-4
     onnx = onnx_policy(tmp_path / "pendulum.onnx", algo.env)
     assert evaluate(raw_env_spec(algo.env), onnx, 1).returns == pytest.approx(played.returns, abs=1e-3)
+
+
+def test_keeping_values_changes_no_sampled_action() -> None:
+    """PPO's workers keep V(s) at acting time: the same seed still samples the same actions."""
+    batches = []
+    for keep in (False, True):
+        worker = worker_for("multi_discrete_mask_info", keep_values=keep)
+        try:
+            batches.append(worker._rollout(30)["batch"])
+        finally:
+            worker.close()
+    assert np.array_equal(batches[0]["action"], batches[1]["action"])
+    assert np.array_equal(batches[0]["log_prob"], batches[1]["log_prob"])
+    assert batches[1]["value"].shape == (30, 2)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -100,6 +100,15 @@ def drop_nonfinite_envs(batch: dict[str, Any]) -> int:
     return dropped
 
 
+class Acted(NamedTuple):
+    """What `ACWorker.act` gives for a batch of B observations."""
+
+    env: np.ndarray  # the env's actions (Box: clipped to the bounds, or squashed into them)
+    raw: np.ndarray  # the sampled actions (Box: unclipped / pre-tanh): what log-probs are of
+    log_prob: np.ndarray  # log pi(raw | s), float32 (B,)
+    value: np.ndarray | None  # V(s), float32 (B,), when the worker keeps values
+
+
 def stack_masks(masks: list[np.ndarray | None], size: int) -> np.ndarray | None:
     """The rollout's action masks (T, N, size), all-true where a step had none; None
     when the env gave no mask at all."""
@@ -117,6 +126,7 @@ class ACWorker(RunnerBase):
         returns: Returns, gamma: float, gae_lambda: float = 1.0, vf_coef: float = 0.5,
         ent_coef: float = 0.0, normalize_advantage: bool = False, runner_index: int = -1,
         generation: int = 0, torch_threads: int | None = 1, max_env_errors: int = 5,
+        keep_values: bool = False,
     ) -> None:
         super().__init__(env, num_envs, policy_fn, seed=seed, runner_index=runner_index,
                          torch_threads=torch_threads, max_env_errors=max_env_errors)
@@ -124,6 +134,9 @@ class ACWorker(RunnerBase):
         self.returns, self.gamma, self.gae_lambda = returns, gamma, gae_lambda
         self.vf_coef, self.ent_coef = vf_coef, ent_coef
         self.normalize_advantage = normalize_advantage
+        # V(s_t) at acting time in the rollout batch ("value"): what PPO's targets need;
+        # A2C/A3C recompute values with gradients and skip this forward.
+        self.keep_values = keep_values
         self.reset(generation)
 
     def _start_episodes(self, seeds: list[int] | None) -> None:
@@ -147,21 +160,23 @@ class ACWorker(RunnerBase):
         self.policy = policy
         self.params = list(policy.parameters())
 
-    def act(
-        self, obs: np.ndarray, mask: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sample a ~ pi(.|s) for a batch of observations: (env actions, raw actions,
-        log pi(raw | s) as float32 (B,)). Sampling draws from this worker's NumPy RNG
+    def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> Acted:
+        """Sample a ~ pi(.|s) for a batch of observations: env actions, raw actions,
+        log pi(raw | s) and (`keep_values`) V(s); see `Acted`. Sampling draws from this worker's NumPy RNG
         (reproducible, its state a plain JSON-ready dict; categoricals by the Gumbel-max
         trick). `mask` (B, size) bool: masked actions are never sampled. Env actions are
         what the env takes (Box: clipped to the bounds, or squashed into them); raw
         actions (Box: the unclipped sample) are what log-probs and the loss are of."""
         with torch.inference_mode():
-            params = self.policy(torch.as_tensor(obs))
+            if self.keep_values:
+                params, values = self.policy.logits_and_value(torch.as_tensor(obs))
+            else:
+                params, values = self.policy(torch.as_tensor(obs)), None
             dist = self.policy.distribution(params, None if mask is None else torch.as_tensor(mask))
             raw = dist.sample(self.rng)
             log_probs = dist.log_prob(torch.as_tensor(raw)).float().numpy()
-        return self.policy.actions.to_env(raw), raw, log_probs
+        return Acted(self.policy.actions.to_env(raw), raw, log_probs,
+                     None if values is None else values.float().numpy())
 
     def _mask(self, info: dict[str, Any]) -> np.ndarray | None:
         """The (num_envs, size) action mask an env gave in `info` (None: no mask)."""
@@ -190,13 +205,14 @@ class ACWorker(RunnerBase):
         obs_l, act_l, rew_l, term_l, end_l, valid_l = [], [], [], [], [], []
         mask_l: list[np.ndarray | None] = []
         logp_l: list[np.ndarray] = []
+        value_l: list[np.ndarray | None] = []
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         episodes: list[tuple[float, int]] = []
         t = 0
         while (not episode_mode and t < num_steps) or (episode_mode and not finished.all()):
             assert self.obs is not None
-            actions, raw, log_probs = self.act(self.obs, self.mask)
-            stepped = self._step_envs(actions)
+            acted = self.act(self.obs, self.mask)
+            stepped = self._step_envs(acted.env)
             if stepped is None:
                 return None
             next_obs, rewards, terminated, truncated, info = stepped
@@ -205,8 +221,9 @@ class ACWorker(RunnerBase):
                 rewards, terminated, info, self.clip_rewards, self.life_loss_terminal
             )
             obs_l.append(self.obs)
-            act_l.append(raw)
-            logp_l.append(log_probs)
+            act_l.append(acted.raw)
+            logp_l.append(acted.log_prob)
+            value_l.append(acted.value)
             mask_l.append(self.mask)
             rew_l.append(np.asarray(learn_rewards, np.float32))
             term_l.append(learn_terminal)
@@ -231,6 +248,7 @@ class ACWorker(RunnerBase):
             "valid": np.stack(valid_l) if episode_mode else np.ones((t, self.num_envs), bool),
             "truncated_final": truncated_final, "last_obs": self.obs,
             "log_prob": np.stack(logp_l), "mask": stack_masks(mask_l, self.policy.actions.size),
+            "value": np.stack(value_l) if self.keep_values else None,  # type: ignore[arg-type]
         }
         return {"batch": batch, "episodes": episodes, "env_steps": t * self.num_envs}
 
