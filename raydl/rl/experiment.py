@@ -14,6 +14,7 @@ from typing import Literal
 
 from raydl.config import Activation, Loss, Nonfinite, Optimizer, RLExperiment, param, section
 from raydl.envs.spec import EnvSpec, probe_env
+from raydl.rl.actions import action_spec
 from raydl.errors import ConfigError
 
 
@@ -96,6 +97,9 @@ def check_dqn(cfg: DQNExperiment) -> EnvSpec:
     """The check step of kind dqn: the env's spaces, the learner's device."""
     env = probe_env(cfg.env, cfg.atari)
     env.require_discrete_actions("DQN")
+    if env.mask_in_obs:
+        raise ConfigError(f"env: {cfg.env} gives action masks ({{observation, action_mask}} "
+                          "observations); DQN does not take them: use kind a2c, a3c or reinforce")
     if cfg.algo.prioritized and env.obs_kind == "frames":
         raise ConfigError(
             "algo.prioritized: not available with Atari frame stacks yet (their replay "
@@ -130,6 +134,14 @@ class ActorCriticConfig:
     )
     vf_coef: float = param(0.5, "weight of the value loss", ge=0)
     ent_coef: float = param(0.0, "weight of the entropy bonus", ge=0)
+    log_std_init: float = param(
+        0.0, "initial log std of a Box action space's Gaussian policy (learned, "
+        "state-independent)", ge=-20, le=5
+    )
+    squash: bool = param(
+        False, "Box actions: tanh-squash the Gaussian sample into the bounds (needs finite "
+        "bounds) instead of clipping it there"
+    )
     normalize_advantage: bool = param(False, "standardize advantages per rollout")
     grad_clip: float = param(0.5, "max global gradient norm (0: no clipping)", ge=0)
     steps_per_iteration: int = param(2_000, "env steps per training iteration", ge=1)
@@ -173,5 +185,5 @@ def check_actor_critic(cfg: ActorCriticExperiment) -> EnvSpec:
     """The check step of kinds a3c, a2c, reinforce: the env's spaces, the device."""
     check_device(cfg.algo.device)
     env = probe_env(cfg.env, cfg.atari)
-    env.require_discrete_actions(f"{cfg.kind} here")
+    action_spec(env.action_space, cfg.algo.squash, env.env_id)  # a space it takes, or one line
     return env

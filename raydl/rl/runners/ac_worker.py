@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -100,6 +100,24 @@ def drop_nonfinite_envs(batch: dict[str, Any]) -> int:
     return dropped
 
 
+class Acted(NamedTuple):
+    """What `ACWorker.act` gives for a batch of B observations."""
+
+    env: np.ndarray  # the env's actions (Box: clipped to the bounds, or squashed into them)
+    raw: np.ndarray  # the sampled actions (Box: unclipped / pre-tanh): what log-probs are of
+    log_prob: np.ndarray  # log pi(raw | s), float32 (B,)
+    value: np.ndarray | None  # V(s), float32 (B,), when the worker keeps values
+
+
+def stack_masks(masks: list[np.ndarray | None], size: int) -> np.ndarray | None:
+    """The rollout's action masks (T, N, size), all-true where a step had none; None
+    when the env gave no mask at all."""
+    given = [m for m in masks if m is not None]
+    if not given:
+        return None
+    return np.stack([np.ones((len(given[0]), size), bool) if m is None else m for m in masks])
+
+
 class ACWorker(RunnerBase):
     """Steps `num_envs` envs with a sampled-action policy and returns loss gradients."""
 
@@ -108,6 +126,7 @@ class ACWorker(RunnerBase):
         returns: Returns, gamma: float, gae_lambda: float = 1.0, vf_coef: float = 0.5,
         ent_coef: float = 0.0, normalize_advantage: bool = False, runner_index: int = -1,
         generation: int = 0, torch_threads: int | None = 1, max_env_errors: int = 5,
+        keep_values: bool = False,
     ) -> None:
         super().__init__(env, num_envs, policy_fn, seed=seed, runner_index=runner_index,
                          torch_threads=torch_threads, max_env_errors=max_env_errors)
@@ -115,11 +134,15 @@ class ACWorker(RunnerBase):
         self.returns, self.gamma, self.gae_lambda = returns, gamma, gae_lambda
         self.vf_coef, self.ent_coef = vf_coef, ent_coef
         self.normalize_advantage = normalize_advantage
+        # V(s_t) at acting time in the rollout batch ("value"): what PPO's targets need;
+        # A2C/A3C recompute values with gradients and skip this forward.
+        self.keep_values = keep_values
         self.reset(generation)
 
     def _start_episodes(self, seeds: list[int] | None) -> None:
         """Reset every env (recreating it if it fails there); open episodes are forgotten."""
         self.obs = self._reset_envs(seeds)
+        self.mask = self._mask(self.reset_info)
         self.tracker = EpisodeTracker(self.num_envs)
 
     # -- policy -------------------------------------------------------------------------
@@ -137,13 +160,27 @@ class ACWorker(RunnerBase):
         self.policy = policy
         self.params = list(policy.parameters())
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """Actions sampled from pi(.|s) by the Gumbel-max trick with this worker's RNG
-        (reproducible, and its state is a plain JSON-ready dict)."""
+    def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> Acted:
+        """Sample a ~ pi(.|s) for a batch of observations: env actions, raw actions,
+        log pi(raw | s) and (`keep_values`) V(s); see `Acted`. Sampling draws from this worker's NumPy RNG
+        (reproducible, its state a plain JSON-ready dict; categoricals by the Gumbel-max
+        trick). `mask` (B, size) bool: masked actions are never sampled. Env actions are
+        what the env takes (Box: clipped to the bounds, or squashed into them); raw
+        actions (Box: the unclipped sample) are what log-probs and the loss are of."""
         with torch.inference_mode():
-            logits = self.policy(torch.as_tensor(obs)).double().numpy()
-        gumbel = -np.log(-np.log(self.rng.random(logits.shape)))
-        return np.argmax(logits + gumbel, axis=1)
+            if self.keep_values:
+                params, values = self.policy.logits_and_value(torch.as_tensor(obs))
+            else:
+                params, values = self.policy(torch.as_tensor(obs)), None
+            dist = self.policy.distribution(params, None if mask is None else torch.as_tensor(mask))
+            raw = dist.sample(self.rng)
+            log_probs = dist.log_prob(torch.as_tensor(raw)).float().numpy()
+        return Acted(self.policy.actions.to_env(raw), raw, log_probs,
+                     None if values is None else values.float().numpy())
+
+    def _mask(self, info: dict[str, Any]) -> np.ndarray | None:
+        """The (num_envs, size) action mask an env gave in `info` (None: no mask)."""
+        return self.policy.actions.flat_mask(info.get("action_mask"), self.num_envs)
 
     # -- rollouts -----------------------------------------------------------------------
     def _rollout(self, num_steps: int) -> dict[str, Any]:
@@ -166,13 +203,16 @@ class ACWorker(RunnerBase):
             self._start_episodes(None)
             finished = np.zeros(self.num_envs, bool)
         obs_l, act_l, rew_l, term_l, end_l, valid_l = [], [], [], [], [], []
+        mask_l: list[np.ndarray | None] = []
+        logp_l: list[np.ndarray] = []
+        value_l: list[np.ndarray | None] = []
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         episodes: list[tuple[float, int]] = []
         t = 0
         while (not episode_mode and t < num_steps) or (episode_mode and not finished.all()):
             assert self.obs is not None
-            actions = self.act(self.obs)
-            stepped = self._step_envs(actions)
+            acted = self.act(self.obs, self.mask)
+            stepped = self._step_envs(acted.env)
             if stepped is None:
                 return None
             next_obs, rewards, terminated, truncated, info = stepped
@@ -181,7 +221,10 @@ class ACWorker(RunnerBase):
                 rewards, terminated, info, self.clip_rewards, self.life_loss_terminal
             )
             obs_l.append(self.obs)
-            act_l.append(actions)
+            act_l.append(acted.raw)
+            logp_l.append(acted.log_prob)
+            value_l.append(acted.value)
+            mask_l.append(self.mask)
             rew_l.append(np.asarray(learn_rewards, np.float32))
             term_l.append(learn_terminal)
             end_l.append(learn_terminal | truncated)
@@ -196,7 +239,7 @@ class ACWorker(RunnerBase):
                 finished |= ended
             else:
                 episodes += ended_now
-            self.obs = next_obs
+            self.obs, self.mask = next_obs, self._mask(info)
             t += 1
         batch = {
             "obs": np.stack(obs_l), "action": np.stack(act_l), "reward": np.stack(rew_l),
@@ -204,6 +247,8 @@ class ACWorker(RunnerBase):
             "ended": np.stack(end_l).astype(np.float32),
             "valid": np.stack(valid_l) if episode_mode else np.ones((t, self.num_envs), bool),
             "truncated_final": truncated_final, "last_obs": self.obs,
+            "log_prob": np.stack(logp_l), "mask": stack_masks(mask_l, self.policy.actions.size),
+            "value": np.stack(value_l) if self.keep_values else None,  # type: ignore[arg-type]
         }
         return {"batch": batch, "episodes": episodes, "env_steps": t * self.num_envs}
 
@@ -246,10 +291,11 @@ class ACWorker(RunnerBase):
         rollout = self._rollout(num_steps)
         batch = rollout["batch"]
         dropped = drop_nonfinite_envs(batch)
-        steps, envs = batch["action"].shape
+        steps, envs = batch["action"].shape[:2]
         obs = torch.as_tensor(batch["obs"])
+        mask = None if batch["mask"] is None else torch.as_tensor(batch["mask"]).flatten(0, 1)
         self.policy.train()
-        logits, values = self.policy.logits_and_value(obs.reshape(steps * envs, *obs.shape[2:]))
+        params, values = self.policy.logits_and_value(obs.reshape(steps * envs, *obs.shape[2:]))
         values = values.reshape(steps, envs)
         advantages, returns = self._targets(batch, values)
         valid = torch.as_tensor(batch["valid"]).reshape(-1)
@@ -260,9 +306,10 @@ class ACWorker(RunnerBase):
             self.policy.zero_grad(set_to_none=False)
             return GradientResult(grads=flat_gradients(self.params), samples=0, stats={},
                                   **self._result(rollout["episodes"], rollout["env_steps"], start, dropped))
+        dist = self.policy.distribution(params[valid], None if mask is None else mask[valid])
         loss, parts = actor_critic_loss(
-            logits[valid], values.reshape(-1)[valid],
-            torch.as_tensor(batch["action"]).reshape(-1)[valid],
+            dist, values.reshape(-1)[valid],
+            torch.as_tensor(batch["action"]).flatten(0, 1)[valid],
             adv, returns.reshape(-1)[valid], self.vf_coef, self.ent_coef,
         )
         self.policy.zero_grad(set_to_none=True)
