@@ -31,7 +31,7 @@ from raydl.nn import make_optimizer, nonfinite_error
 from raydl.rl import learner
 from raydl.rl.actions import action_spec
 from raydl.rl.learner import Book
-from raydl.rl.experiment import ActorCriticConfig, ActorCriticExperiment, check_actor_critic
+from raydl.rl.experiment import ActorCriticExperiment, PolicyNetConfig, check_actor_critic
 from raydl.rl.networks import ActorCritic
 from raydl.rl.runners import make_runners
 from raydl.rl.runners.ac_worker import (
@@ -43,7 +43,7 @@ from raydl.rl.runners.ac_worker import (
 )
 
 
-def build_actor_critic(env: EnvSpec, algo: ActorCriticConfig) -> ActorCritic:
+def build_actor_critic(env: EnvSpec, algo: PolicyNetConfig) -> ActorCritic:
     actions = action_spec(env.action_space, algo.squash, env.env_id)
     return ActorCritic(env.obs_shape, actions, algo.hidden, algo.activation,
                        algo.shared_trunk, algo.log_std_init)

@@ -22,6 +22,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from raydl.envs.spec import EnvSpec
 from raydl.rl.losses import actor_critic_loss, discounted_returns, gae, nstep_returns
 from raydl.rl.networks import ActorCritic
+from raydl.rl.normalize import NormStats, ObsNormalizer, RewardScaler, sync, take_deltas
 from raydl.rl.runners.base import EpisodeTracker, RunnerBase, RunnerResult, training_signals
 
 Returns = Literal["nstep", "gae", "episode"]
@@ -72,6 +73,27 @@ class GradientResult(RunnerResult):
     grads: np.ndarray
     samples: int
     stats: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """Roll out `num_steps` steps of every env and return the samples themselves (PPO),
+    normalizing with the learner's merged statistics `norm` (None: no normalization)."""
+
+    num_steps: int
+    norm: NormStats | None = None
+
+
+@dataclass
+class RolloutResult(RunnerResult):
+    """A rollout's samples, each (T, N, ...): `obs` (as the policy saw them), `action`
+    (raw), `log_prob` and `value` under the policy that acted, `next_value` (V(s_{t+1});
+    V(final obs) where an episode was truncated), `reward` (scaled when normalized),
+    `terminated`, `ended`, `valid`, `mask` (when the env gives one); and the runner's
+    normalizer statistics since its last result (`norm`)."""
+
+    batch: dict[str, np.ndarray]
+    norm: NormStats
 
 
 def drop_nonfinite_envs(batch: dict[str, Any]) -> int:
@@ -126,7 +148,8 @@ class ACWorker(RunnerBase):
         returns: Returns, gamma: float, gae_lambda: float = 1.0, vf_coef: float = 0.5,
         ent_coef: float = 0.0, normalize_advantage: bool = False, runner_index: int = -1,
         generation: int = 0, torch_threads: int | None = 1, max_env_errors: int = 5,
-        keep_values: bool = False,
+        keep_values: bool = False, normalize_obs: bool = False, normalize_reward: bool = False,
+        clip_obs: float = 10.0, clip_reward: float = 10.0,
     ) -> None:
         super().__init__(env, num_envs, policy_fn, seed=seed, runner_index=runner_index,
                          torch_threads=torch_threads, max_env_errors=max_env_errors)
@@ -137,11 +160,14 @@ class ACWorker(RunnerBase):
         # V(s_t) at acting time in the rollout batch ("value"): what PPO's targets need;
         # A2C/A3C recompute values with gradients and skip this forward.
         self.keep_values = keep_values
+        # PPO's running statistics (SB3's VecNormalize): this runner's share of them
+        self.obs_norm = ObsNormalizer(env.obs_shape, clip_obs) if normalize_obs else None
+        self.reward_scaler = RewardScaler(num_envs, gamma, clip_reward) if normalize_reward else None
         self.reset(generation)
 
     def _start_episodes(self, seeds: list[int] | None) -> None:
         """Reset every env (recreating it if it fails there); open episodes are forgotten."""
-        self.obs = self._reset_envs(seeds)
+        self.obs = self._seen(self._reset_envs(seeds))
         self.mask = self._mask(self.reset_info)
         self.tracker = EpisodeTracker(self.num_envs)
 
@@ -220,6 +246,8 @@ class ACWorker(RunnerBase):
             learn_rewards, learn_terminal = training_signals(
                 rewards, terminated, info, self.clip_rewards, self.life_loss_terminal
             )
+            if self.reward_scaler is not None:
+                learn_rewards = self._scaled(learn_rewards, ended)
             obs_l.append(self.obs)
             act_l.append(acted.raw)
             logp_l.append(acted.log_prob)
@@ -229,7 +257,10 @@ class ACWorker(RunnerBase):
             term_l.append(learn_terminal)
             end_l.append(learn_terminal | truncated)
             for e in np.flatnonzero(truncated & ~learn_terminal):
-                truncated_final.append((t, int(e), info["final_obs"][e]))
+                final = info["final_obs"][e]
+                if self.obs_norm is not None:
+                    final = self.obs_norm.normalize(final[None])[0]
+                truncated_final.append((t, int(e), final))
             ended_now = self.tracker.update(rewards, ended)
             if episode_mode:
                 # Only each env's first episode counts; later steps are masked out.
@@ -239,7 +270,7 @@ class ACWorker(RunnerBase):
                 finished |= ended
             else:
                 episodes += ended_now
-            self.obs, self.mask = next_obs, self._mask(info)
+            self.obs, self.mask = self._seen(next_obs), self._mask(info)
             t += 1
         batch = {
             "obs": np.stack(obs_l), "action": np.stack(act_l), "reward": np.stack(rew_l),
@@ -263,8 +294,15 @@ class ACWorker(RunnerBase):
         if self.returns == "episode":
             returns = discounted_returns(rewards, ended, self.gamma)
             return returns - values, returns
-        # V(s_{t+1}) is the next row's V(s_t), except after the rollout's last step and
-        # where an episode was truncated (then it is V(final obs)).
+        next_values = self._next_values(batch, values)
+        if self.returns == "nstep":
+            returns = nstep_returns(rewards, next_values, terminated, ended, self.gamma)
+            return returns - values, returns
+        return gae(rewards, values, next_values, terminated, ended, self.gamma, self.gae_lambda)
+
+    def _next_values(self, batch: dict[str, Any], values: torch.Tensor) -> torch.Tensor:
+        """V(s_{t+1}) (T, N): the next row's V(s_t), except after the rollout's last step
+        and where an episode was truncated (then it is V(final obs))."""
         with torch.inference_mode():
             _, last = self.policy.logits_and_value(torch.as_tensor(batch["last_obs"]))
             finals = batch["truncated_final"]
@@ -275,13 +313,49 @@ class ACWorker(RunnerBase):
         next_values = torch.cat([values[1:], last.unsqueeze(0)]).clone()
         for i, (t, e, _) in enumerate(finals):
             next_values[t, e] = final_values[i]
-        if self.returns == "nstep":
-            returns = nstep_returns(rewards, next_values, terminated, ended, self.gamma)
-            return returns - values, returns
-        return gae(rewards, values, next_values, terminated, ended, self.gamma, self.gae_lambda)
+        return next_values
 
-    def serve(self, request: GradientRequest) -> GradientResult:
+    def serve(self, request: GradientRequest | RolloutRequest) -> GradientResult | RolloutResult:
+        if isinstance(request, RolloutRequest):
+            return self.sample_rollout(request)
         return self.compute_gradients(request.num_steps)
+
+    # -- PPO: samples, normalization ----------------------------------------------------
+    def sample_rollout(self, request: RolloutRequest) -> RolloutResult:
+        """Roll out with the learner's statistics and return the samples (see
+        `RolloutResult`); the learner computes the advantages and learns from them."""
+        start = time.perf_counter()
+        if request.norm is not None:
+            sync(self.obs_norm, self.reward_scaler, request.norm)
+        rollout = self._rollout(request.num_steps)
+        batch = rollout["batch"]
+        dropped = drop_nonfinite_envs(batch)
+        values = torch.as_tensor(batch["value"])
+        samples = {k: batch[k] for k in ("obs", "action", "log_prob", "value", "reward",
+                                         "terminated", "ended", "valid")}
+        samples["next_value"] = self._next_values(batch, values).numpy()
+        if batch["mask"] is not None:
+            samples["mask"] = batch["mask"]
+        return RolloutResult(batch=samples, norm=take_deltas(self.obs_norm, self.reward_scaler),
+                             **self._result(rollout["episodes"], rollout["env_steps"], start, dropped))
+
+    def _seen(self, obs: np.ndarray) -> np.ndarray:
+        """Observations as the policy sees them: normalized when PPO normalizes, the
+        statistics updated from the finite ones (a NaN would poison them for good)."""
+        if self.obs_norm is None:
+            return obs
+        finite = np.isfinite(obs.reshape(len(obs), -1)).all(axis=1)
+        if finite.any():
+            self.obs_norm.stats.update(obs[finite])
+        return self.obs_norm.normalize(obs)
+
+    def _scaled(self, rewards: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        """Rewards scaled by the std of the discounted return; a NaN/inf reward stays one
+        (the rollout drops its env) but is kept out of the statistics."""
+        assert self.reward_scaler is not None
+        finite = np.isfinite(rewards)
+        scaled = self.reward_scaler(np.where(finite, rewards, 0.0), ended)
+        return np.where(finite, scaled, rewards).astype(np.float32)
 
     def compute_gradients(self, num_steps: int) -> GradientResult:
         """Roll out, compute the actor-critic loss and return its gradient (flat float32)
