@@ -85,6 +85,55 @@ def test_a_killed_runner_is_replaced_and_no_sample_counts_twice() -> None:
         algo.close()
 
 
+def test_asynchronous_runners_act_one_policy_behind() -> None:
+    cfg = load_experiment("ppo_cartpole", SMALL + ["runners.num=2", "algo.asynchronous=true"])
+    algo = PPO(cfg)
+    try:
+        algo.step()
+        metrics = algo.step()
+        # each batch after the first was acted by the weights before the last update
+        assert metrics["staleness_mean"] > 0 and metrics["first_ratio_error"] > 0
+        chunk = cfg.runners.rollout_length * cfg.runners.envs_per_runner
+        assert metrics["env_steps"] == algo.runners.results_returned * chunk
+    finally:
+        algo.close()
+
+
+@pytest.mark.parametrize("kind", ["discrete_mask_info", "multi_discrete_mask_obs", "box",
+                                  "multi_binary"])
+def test_every_action_space_and_masked_actions_never_taken(kind: str, tmp_path: Path) -> None:
+    """A masked action costs -100 and a legal one earns 1 (tests/action_envs.py): every
+    episode returning exactly 20 means PPO never sampled a masked action."""
+    run = train({"kind": "ppo", "env": f"tests.action_envs:raydl_test/Action-{kind}-v0"},
+                ["runners.num=0", "runners.envs_per_runner=2", "runners.rollout_length=40",
+                 "stop.env_steps=400", "algo.steps_per_iteration=80", "algo.minibatches=2",
+                 "eval.every=2", "eval.episodes=2", "log.tensorboard=false", "log.curve=false"],
+                out=tmp_path, progress=False, echo=False)
+    assert run.metrics["env_steps"] >= 400 and run.metrics["learner_updates"] > 0
+    if "mask" in kind:
+        assert run.metrics["episode_return_mean"] == 20.0
+        assert all(r["eval_return_mean"] == 20.0 for r in run.history if "eval_return_mean" in r)
+
+
+def test_eval_and_export_normalize_as_the_runners_did(tmp_path: Path) -> None:
+    run = train("ppo_cartpole", SMALL + ["runners.num=1", "algo.normalize_obs=true",
+                                         "eval.every=2", "eval.episodes=2", "eval.cpus=0.5",
+                                         "log.tensorboard=false"],
+                out=tmp_path, progress=False, echo=False)
+    cfg = load_experiment(run.run_dir / "config.yaml")
+    env = registry.check(cfg)
+    best = PPO.load_policy(run.run_dir / "checkpoints" / "best", cfg, env)
+    newest = PPO.load_policy(run.run_dir / "checkpoints" / "iter_000004", cfg, env)
+    # the policies normalize with the statistics the run had gathered, not the prior's
+    assert best.normalize and newest.normalize and float(newest.obs_var.sum()) != 4.0
+    from raydl.rl.export import exportable
+
+    exported = exportable(run.run_dir / "checkpoints" / "iter_000004", cfg)
+    obs = torch.randn(64, 4)
+    values, actions = exported.module(obs)
+    assert torch.equal(values, newest(obs)) and torch.equal(actions, values.argmax(dim=1))
+
+
 def test_ppo_learns_cartpole_in_the_driver(tmp_path: Path) -> None:
     run = train("ppo_cartpole", ["runners.num=0", "runners.envs_per_runner=8",
                                  "stop.env_steps=30000", "log.tensorboard=false"],
