@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -29,13 +29,33 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(run_dir / METRICS_FILE)
 
 
-class MetricsWriter:
-    """Appends one JSON line per iteration, mirrors numbers to TensorBoard, plots."""
+class RowSink(Protocol):
+    """Where rows go besides the run's files: the experiment trackers (raydl.trackers)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, curve: bool = True) -> None:
+    def start(self, kept: list[dict[str, Any]]) -> None:
+        """Once, with the rows metrics.jsonl holds before the first new one."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Each new row."""
+
+    def artifact(self, path: Path, name: str) -> None:
+        """Each checkpoint written."""
+
+    def close(self) -> None:
+        """When the writer closes."""
+
+
+class MetricsWriter:
+    """Appends one JSON line per iteration, mirrors numbers to TensorBoard and to the
+    experiment trackers, plots."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, curve: bool = True,
+                 trackers: RowSink | None = None) -> None:
         self.run_dir = run_dir
         self.path = run_dir / METRICS_FILE
         self.curve = curve
+        self.trackers = trackers
+        self.started = False  # whether the trackers have been given the kept rows
         self.tb: Any = self._open_tensorboard() if tensorboard else None
         self.fh: TextIO = open(self.path, "a")
 
@@ -62,10 +82,20 @@ class MetricsWriter:
         if self.tb is not None:
             self.tb.close()
             self.tb = self._open_tensorboard(purge_step=max((self.step(r) for r in rows), default=-1) + 1)
+        self._start_trackers(rows)
+
+    def _start_trackers(self, kept: list[dict[str, Any]]) -> None:
+        if self.trackers is not None and not self.started:
+            self.trackers.start(kept)
+        self.started = True
 
     def write(self, metrics: dict[str, Any]) -> None:
+        if not self.started:  # a run that restored nothing: the file holds what it holds
+            self._start_trackers(read_metrics(self.run_dir))
         self.fh.write(json.dumps(metrics) + "\n")
         self.fh.flush()
+        if self.trackers is not None:
+            self.trackers.log(metrics)
         if self.tb is not None:
             step = self.step(metrics)
             for key, value in metrics.items():
@@ -99,10 +129,17 @@ class MetricsWriter:
         tmp.replace(out)
         return out
 
+    def artifact(self, path: Path, name: str) -> None:
+        """A checkpoint just written, for the trackers that keep checkpoints."""
+        if self.trackers is not None:
+            self.trackers.artifact(path, name)
+
     def close(self) -> None:
         self.fh.close()
         if self.tb is not None:
             self.tb.close()
+        if self.trackers is not None:
+            self.trackers.close()
 
 
 def _fmt(value: Any) -> str:

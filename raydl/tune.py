@@ -35,6 +35,7 @@ from typing import Any
 from raydl import registry
 from raydl.config import dump_yaml
 from raydl.errors import ConfigError
+from raydl.trackers import tune_callbacks
 from raydl.tune_spec import TuneSpec, yaml_value, load_tune_spec, trial_experiment
 
 TRIALS_CSV, BEST_YAML, TRIALS_PNG = "trials.csv", "best.yaml", "trials.png"
@@ -86,6 +87,9 @@ def train_kind_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
     cfg.log.progress = False
+    # Ray's tracker callbacks log every trial from the driver (tune_callbacks): a trial
+    # logging to the same trackers itself would make each row twice.
+    cfg.log.wandb.enabled = cfg.log.mlflow.enabled = False
     registry.algorithm_class(cfg.kind).fit(cfg, run_dir, resume=False, progress=False,
                                            callbacks=[TuneReportCallback()])
 
@@ -239,6 +243,7 @@ def _tuner(spec: TuneSpec, storage: Path, name: str, restore: bool) -> Any:
         # minutes by default): a user watching it saw nothing until then. The folder is
         # local, so a copy every few seconds costs nothing.
         sync_config=tune.SyncConfig(sync_period=RESULTS_SYNC_S),
+        callbacks=tune_callbacks(spec.cfg.log, storage / name, name) or None,
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config), max_concurrent
 
