@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from raydl.metrics import MetricsWriter, read_metrics
-from raydl.trackers import numbers, read_state
+from raydl.config import MlflowConfig
+from raydl.trackers import numbers, read_state, tracking_uri
 
 BLOCK = 32768
 HEADER = 7  # both the file header (":W&B", magic, version) and each record header
@@ -85,3 +86,15 @@ def expected(run_dir: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def tracker_ids(run_dir: Path) -> dict[str, str]:
     return {name: entry["run_id"] for name, entry in read_state(run_dir).items()}
+
+
+def held(run_dir: Path) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+    """What each tracker run named in RUN_DIR/trackers.json holds (W&B offline, MLflow in
+    the run's default SQLite store): (step, numbers) per row."""
+    ids = tracker_ids(run_dir)
+    found = {}
+    if "wandb" in ids:
+        found["wandb"] = wandb_history(run_dir, ids["wandb"])
+    if "mlflow" in ids:
+        found["mlflow"] = mlflow_history(tracking_uri(MlflowConfig(), run_dir), ids["mlflow"])
+    return found

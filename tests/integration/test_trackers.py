@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from raydl.config import MlflowConfig
 from raydl.run import train
 from raydl.trackers import tracking_uri
-from raydl.config import MlflowConfig
-from tests.tracker_readback import expected, mlflow_history, tracker_ids, wandb_history
+from tests.tracker_readback import expected, held, tracker_ids
 
 TINY = ["runners.num=0", "algo.steps_per_iteration=250", "algo.learning_starts=200",
         "algo.hidden=[32]", "checkpoint.every=1", "log.tensorboard=false", "log.curve=false",
@@ -20,13 +20,6 @@ TINY = ["runners.num=0", "algo.steps_per_iteration=250", "algo.learning_starts=2
 @pytest.fixture(autouse=True)
 def _default_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # each run's own SQLite store
-
-
-def held(run_dir: Path) -> dict[str, list]:
-    """What each tracker run named in trackers.json holds: (step, numbers) per row."""
-    ids = tracker_ids(run_dir)
-    return {"wandb": wandb_history(run_dir, ids["wandb"]),
-            "mlflow": mlflow_history(tracking_uri(MlflowConfig(), run_dir), ids["mlflow"])}
 
 
 def test_dqn_trackers_hold_the_metrics_rows_across_resumes(tmp_path: Path) -> None:
