@@ -296,18 +296,22 @@ def tune_callbacks(log: LogConfig, folder: Path, name: str) -> list[Any]:
     """Ray's own tracker callbacks for a search in `folder`: one tracker run per trial,
     logged from the driver (the trials themselves then log to no tracker)."""
     callbacks: list[Any] = []
+    if enabled(log):
+        folder.mkdir(parents=True, exist_ok=True)
     if log.wandb.enabled:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
         w = log.wandb
+        # dir: W&B's files go straight into the search folder (SEARCH_DIR/wandb). Left in
+        # each trial's directory, Tune copies that into the folder when the trial ends,
+        # before the W&B logging actor has finished its run: the copy would be cut short.
         callbacks.append(WandbLoggerCallback(
             project=w.project, group=name, upload_checkpoints=w.log_checkpoints,
-            entity=w.entity, tags=list(w.tags) or None))
+            entity=w.entity, tags=list(w.tags) or None, dir=str(folder.resolve())))
     if log.mlflow.enabled:
         from mlflow import MlflowClient
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        folder.mkdir(parents=True, exist_ok=True)  # the default store's home
         uri = tracking_uri(log.mlflow, folder)
         experiment_id(MlflowClient(uri), log.mlflow.experiment)  # artifacts beside a SQLite store
         callbacks.append(MLflowLoggerCallback(

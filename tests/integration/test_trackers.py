@@ -10,7 +10,7 @@ import pytest
 from raydl.config import MlflowConfig
 from raydl.run import train
 from raydl.trackers import tracking_uri
-from tests.tracker_readback import expected, held, tracker_ids
+from tests.tracker_readback import expected, held, tracker_ids, wandb_history
 
 TINY = ["runners.num=0", "algo.steps_per_iteration=250", "algo.learning_starts=200",
         "algo.hidden=[32]", "checkpoint.every=1", "log.tensorboard=false", "log.curve=false",
@@ -60,3 +60,32 @@ def test_dqn_trackers_hold_the_metrics_rows_across_resumes(tmp_path: Path) -> No
     assert held(run_dir) == {"wandb": rows, "mlflow": rows}
     steps = [step for step, _ in held(run_dir)["wandb"]]
     assert steps == sorted(set(steps))  # no step twice, none going back
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_search_logs_each_trial_through_rays_own_callbacks(tmp_path: Path) -> None:
+    """`raydl tune` hands the trackers to Ray's WandbLoggerCallback and
+    MLflowLoggerCallback: one tracker run per trial, holding each of its results."""
+    from mlflow import MlflowClient
+
+    from raydl.tune import tune_experiment
+
+    results = tune_experiment("tune_dqn_cartpole", [
+        "stop.env_steps=1000", "algo.steps_per_iteration=500", "algo.learning_starts=200",
+        "algo.hidden=[32]", "tune.scheduler.type=fifo", "log.wandb.enabled=true",
+        "log.mlflow.enabled=true"], num_samples=2, out=tmp_path, echo=False)
+    assert len(results) == 2 and all(r.error is None for r in results)
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    client = MlflowClient(tracking_uri(MlflowConfig(), folder))  # the search's own store
+    runs = client.search_runs([client.get_experiment_by_name("raydl").experiment_id])
+    assert len(runs) == 2 and all(r.data.tags["raydl.search"] == folder.name for r in runs)
+    for result in results:
+        trial_id = result.metrics["trial_id"]
+        reported = [(int(i), int(e)) for i, e in zip(result.metrics_dataframe["training_iteration"],
+                                                     result.metrics_dataframe["env_steps"])]
+        assert [i for i, _ in reported] == [1, 2] and reported[-1][1] >= 1000
+        (run,) = [r for r in runs if r.data.tags["trial_name"].endswith(trial_id)]
+        logged = [(m.step, int(m.value)) for m in client.get_metric_history(run.info.run_id, "env_steps")]
+        assert logged == reported
+        wandb_rows = wandb_history(folder, trial_id)  # complete once the search returns
+        assert [(step, row["env_steps"]) for step, row in wandb_rows] == reported
