@@ -82,16 +82,17 @@ class MetricsWriter:
         if self.tb is not None:
             self.tb.close()
             self.tb = self._open_tensorboard(purge_step=max((self.step(r) for r in rows), default=-1) + 1)
-        self._start_trackers(rows)
+        self.begin(rows)
 
-    def _start_trackers(self, kept: list[dict[str, Any]]) -> None:
+    def begin(self, kept: list[dict[str, Any]] | None = None) -> None:
+        """Start the trackers (once) with the rows the run keeps, by default those the
+        file holds now; before the first new row at the latest."""
         if self.trackers is not None and not self.started:
-            self.trackers.start(kept)
+            self.trackers.start(read_metrics(self.run_dir) if kept is None else kept)
         self.started = True
 
     def write(self, metrics: dict[str, Any]) -> None:
-        if not self.started:  # a run that restored nothing: the file holds what it holds
-            self._start_trackers(read_metrics(self.run_dir))
+        self.begin()
         self.fh.write(json.dumps(metrics) + "\n")
         self.fh.flush()
         if self.trackers is not None:

@@ -273,6 +273,7 @@ def _step_until_stopped(
             rows = [r for r in read_metrics(run_dir) if r["iteration"] <= algo.iteration]
             prior_time = rows[-1]["time_total_s"] if rows else 0.0
             metrics = rows[-1] if rows else {}
+        writer.begin()  # the trackers' runs, before any work (a login that fails, fails now)
         start_steps = int(metrics.get("env_steps", 0))
         bar = Progress(cfg.stop.env_steps, "env steps", HEADLINE, enabled=show,
                        start_done=start_steps)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from raydl.errors import ConfigError
+from raydl.errors import ConfigError, TrainingError, one_line
 from raydl.metrics import MetricsWriter
 
 TRACKERS_FILE = "trackers.json"
@@ -217,6 +217,19 @@ def experiment_id(client: Any, name: str) -> str:
 OPENERS = {"wandb": WandbTracker, "mlflow": MlflowTracker}
 
 
+def _open(name: str, section: Any, run_dir: Path, config: dict[str, Any], run_id: str | None,
+          resumed_from: str | None) -> Tracker:
+    """A tracker run; what stops the library from starting one (no login, a server that
+    does not answer, a store it cannot open) is one line in the library's own words."""
+    try:
+        tracker: Tracker = OPENERS[name](section, run_dir, config, run_id, resumed_from)
+    except Exception as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise TrainingError(f"log.{name}: cannot start the {name} run: "
+                            f"{type(exc).__name__}: {one_line(first)}") from None
+    return tracker
+
+
 class Trackers:
     """The run's enabled trackers, fed by MetricsWriter: `start` once with the rows
     metrics.jsonl keeps, then `log` each new row, `artifact` each checkpoint, `close`."""
@@ -238,8 +251,7 @@ class Trackers:
             prior = state.get(name) or {}
             same = prior.get("run_id") if prior.get("closed_at") == self.last_iteration else None
             resumed_from = None if same else prior.get("run_id")
-            tracker: Tracker = OPENERS[name](getattr(self.cfg.log, name), self.run_dir, config,
-                                             same, resumed_from)
+            tracker = _open(name, getattr(self.cfg.log, name), self.run_dir, config, same, resumed_from)
             if same is None:
                 for row in kept:
                     tracker.log(numbers(row), MetricsWriter.step(row))

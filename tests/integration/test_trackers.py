@@ -2,11 +2,14 @@
 hold, read back through their own files and client, is metrics.jsonl's rows exactly, also
 across resumes that redo iterations."""
 
+import contextlib
+import io
 import shutil
 from pathlib import Path
 
 import pytest
 
+from raydl.cli import main
 from raydl.config import MlflowConfig
 from raydl.run import train
 from raydl.trackers import tracking_uri
@@ -89,3 +92,18 @@ def test_a_search_logs_each_trial_through_rays_own_callbacks(tmp_path: Path) -> 
         assert logged == reported
         wandb_rows = wandb_history(folder, trial_id)  # complete once the search returns
         assert [(step, row["env_steps"]) for step, row in wandb_rows] == reported
+
+
+def test_a_tracker_that_cannot_start_its_run_is_one_line_before_the_first_iteration(tmp_path: Path) -> None:
+    (tmp_path / "store").write_text("a file, not a directory")
+    err_out = io.StringIO()
+    with contextlib.redirect_stderr(err_out), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["run", "dqn_cartpole", "--out", str(tmp_path / "runs"), "--no-progress",
+                     "--set", "runners.num=0", "--set", "log.tensorboard=false",
+                     "--set", "log.mlflow.enabled=true",
+                     "--set", f"log.mlflow.tracking_uri=sqlite:///{tmp_path}/store/mlflow.db"])
+    err = err_out.getvalue()
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("raydl: error: log.mlflow: cannot start the mlflow run: ")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "metrics.jsonl").read_text() == ""  # no iteration ran

@@ -47,3 +47,4 @@ def test_what_a_tracker_gets_of_a_row_and_of_the_config() -> None:
     assert numbers(row) == {"iteration": 3, "loss": 0.5}  # as TensorBoard: finite numbers
     assert flat({"algo": {"lr": 1e-3, "hidden": [64]}, "seed": 0, "resources": {}}) == {
         "algo.lr": 1e-3, "algo.hidden": [64], "seed": 0, "resources": {}}
+
