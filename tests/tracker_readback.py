@@ -61,6 +61,17 @@ def wandb_history(root: Path, run_id: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def wandb_artifacts(root: Path, run_id: str) -> list[tuple[str, set[str], int]]:
+    """(name, aliases, number of files) of every artifact a W&B run under `root` logged."""
+    found = []
+    for path in sorted(root.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")):
+        for record in wandb_records(path):
+            if record.WhichOneof("record_type") == "artifact":
+                art = record.artifact
+                found.append((art.name, set(art.aliases), len(art.manifest.contents)))
+    return found
+
+
 def mlflow_history(uri: str, run_id: str) -> list[tuple[int, dict[str, Any]]]:
     """(step, values) of an MLflow run, one row per step, every logged value kept (a step
     logged twice would show as a repeated step)."""

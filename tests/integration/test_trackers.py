@@ -13,7 +13,7 @@ from raydl.cli import main
 from raydl.config import MlflowConfig
 from raydl.run import train
 from raydl.trackers import tracking_uri
-from tests.tracker_readback import expected, held, tracker_ids, wandb_history
+from tests.tracker_readback import expected, held, tracker_ids, wandb_artifacts, wandb_history
 
 TINY = ["runners.num=0", "algo.steps_per_iteration=250", "algo.learning_starts=200",
         "algo.hidden=[32]", "checkpoint.every=1", "log.tensorboard=false", "log.curve=false",
@@ -28,7 +28,8 @@ def _default_store(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dqn_trackers_hold_the_metrics_rows_across_resumes(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    first = train("dqn_cartpole", TINY + ["stop.env_steps=1500", "log.mlflow.log_checkpoints=true"],
+    first = train("dqn_cartpole", TINY + ["stop.env_steps=1500", "log.mlflow.log_checkpoints=true",
+                                          "log.wandb.log_checkpoints=true"],
                   out=tmp_path, progress=False, echo=False)
     run_dir = first.run_dir
     client = MlflowClient(tracking_uri(MlflowConfig(), run_dir))
@@ -40,6 +41,9 @@ def test_dqn_trackers_hold_the_metrics_rows_across_resumes(tmp_path: Path) -> No
     assert run.info.status == "FINISHED" and run.data.params["algo.steps_per_iteration"] == "250"
     saved = {a.path for a in client.list_artifacts(ids["mlflow"], "checkpoints")}
     assert saved == {f"checkpoints/iter_{i:06d}" for i in range(1, 7)}
+    files = len(list((run_dir / "checkpoints" / "iter_000006").iterdir()))
+    assert [(name, aliases - {"latest"}, n) for name, aliases, n in wandb_artifacts(run_dir, ids["wandb"])] == [
+        (f"checkpoint-{ids['wandb']}", {f"iter_{i:06d}"}, files) for i in range(1, 7)]
 
     # As after a kill right after iteration 6: the newest checkpoint is iteration 4's, and
     # the trackers hold rows 5 and 6, which the resume redoes (with other values). Neither
