@@ -53,7 +53,7 @@ def check(log: LogConfig) -> None:
         if importlib.util.find_spec(name) is None:
             raise ConfigError(f"log.{name}: needs the {name} package; pip install 'raydl[{name}]'")
     if log.wandb.enabled and not log.wandb.project.strip():
-        raise ConfigError("log.wandb.project: expected a W&B project name, got ''")
+        raise ConfigError(f"log.wandb.project: expected a W&B project name, got {log.wandb.project!r}")
     if log.mlflow.enabled:
         uri = tracking_uri(log.mlflow, Path("."))
         if uri.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:

@@ -32,6 +32,11 @@ def test_a_tracker_without_its_package_is_one_line_before_any_work(
     assert cli("check", "dqn_cartpole")[0] == 0  # off, as by default: not needed
 
 
+def test_a_blank_wandb_project_is_refused() -> None:
+    assert cli("check", "dqn_cartpole", "--set", "log.wandb.enabled=true", "--set", "log.wandb.project=' '") == (
+        2, "raydl: error: log.wandb.project: expected a W&B project name, got ' '\n")
+
+
 def test_mlflows_sqlite_store_needs_full_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sqlalchemy", None)  # as with mlflow-skinny alone
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
