@@ -28,6 +28,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -330,3 +332,18 @@ def tune_callbacks(log: LogConfig, folder: Path, name: str) -> list[Any]:
             tracking_uri=uri, experiment_name=log.mlflow.experiment,
             tags={"raydl.search": name}, save_artifact=log.mlflow.log_checkpoints))
     return callbacks
+
+
+@contextmanager
+def tracking_env_kept() -> Iterator[None]:
+    """Around a search: Ray's MLflowLoggerCallback calls mlflow.set_tracking_uri, which
+    also sets $MLFLOW_TRACKING_URI for the whole process; put both back after it, so a
+    later run in this process logs to its own store, not the search's."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if "mlflow" in sys.modules and os.environ.get("MLFLOW_TRACKING_URI") != before:
+            import mlflow
+
+            mlflow.set_tracking_uri(before)  # None: unset, as before the search

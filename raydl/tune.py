@@ -35,7 +35,7 @@ from typing import Any
 from raydl import registry
 from raydl.config import dump_yaml
 from raydl.errors import ConfigError
-from raydl.trackers import tune_callbacks
+from raydl.trackers import tracking_env_kept, tune_callbacks
 from raydl.tune_spec import TuneSpec, yaml_value, load_tune_spec, trial_experiment
 
 TRIALS_CSV, BEST_YAML, TRIALS_PNG = "trials.csv", "best.yaml", "trials.png"
@@ -300,7 +300,8 @@ def tune_experiment(
     if echo:
         print(f"raydl tune: {spec.name}, {spec.tune.num_samples} samples, {spec.tune.scheduler.type}, "
               f"metric {spec.metric} ({spec.mode}), up to {max_concurrent} trials at once; in {folder}", flush=True)
-    results = tuner.fit()
+    with tracking_env_kept():
+        results = tuner.fit()
     summary = write_outputs(spec, results, folder)
     if echo:
         print(summary, flush=True)

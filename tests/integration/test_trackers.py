@@ -4,6 +4,7 @@ across resumes that redo iterations."""
 
 import contextlib
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def test_a_search_logs_each_trial_through_rays_own_callbacks(tmp_path: Path) -> 
         "algo.hidden=[32]", "tune.scheduler.type=fifo", "log.wandb.enabled=true",
         "log.mlflow.enabled=true"], num_samples=2, out=tmp_path, echo=False)
     assert len(results) == 2 and all(r.error is None for r in results)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # Ray's callback set it; put back after the search
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     client = MlflowClient(tracking_uri(MlflowConfig(), folder))  # the search's own store
     runs = client.search_runs([client.get_experiment_by_name("raydl").experiment_id])
