@@ -10,7 +10,7 @@ worker actors too; SB3: its vector env and model) plus training; Ray start-up an
 imports happen once, before any timing. All runs share this process and a private 2-CPU
 Ray, one after another.
 
-raydl side: `raydl.run.train` on experiments/a3c_cartpole.yaml (and a2c_cartpole.yaml)
+raydl side: `raydl.run.train` on raydl/experiments/a3c_cartpole.yaml (and a2c_cartpole.yaml)
 as they are: each worker actor steps 4 envs for 5 steps per gradient; only the seed, the
 number of workers (and, for 4 workers on 2 CPUs, half a CPU each), the stop criteria and
 logging are overridden.

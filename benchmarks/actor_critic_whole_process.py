@@ -6,7 +6,7 @@ For each seed, two commands run one after the other (their order alternating fro
 to seed), each timed from launch to exit:
 
 - raydl: `python -m raydl run a3c_cartpole --set seed=S` exactly as shipped
-  (experiments/a3c_cartpole.yaml stops at a mean return of 450 over the last 100
+  (raydl/experiments/a3c_cartpole.yaml stops at a mean return of 450 over the last 100
   training episodes, or at 500k env steps; two worker actors; checkpoints, TensorBoard
   and curve.png as usual), in a fresh output directory;
 - SB3: a fresh Python process that imports stable-baselines3 and trains its A2C with the

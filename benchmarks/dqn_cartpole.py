@@ -20,7 +20,7 @@ Command (full benchmark; also `make bench`):
 
 raydl side
 ----------
-`raydl.run.train("dqn_cartpole", ...)` on experiments/dqn_cartpole.yaml as it is, with
+`raydl.run.train("dqn_cartpole", ...)` on raydl/experiments/dqn_cartpole.yaml as it is, with
 only the seed, the stop criteria and logging/checkpointing (off) overridden. That
 experiment samples in the driver process (runners.num = 0).
 
@@ -197,8 +197,9 @@ def rllib_config(seed: int) -> Any:
     )
 
 
-def run_rllib(seed: int, target: float, max_steps: int) -> RunRecord:
-    config = rllib_config(seed)
+def run_rllib(seed: int, target: float, max_steps: int, config: Any = None) -> RunRecord:
+    """Train RLlib's `config` (default: the tuned DQN above) until solved or max_steps."""
+    config = rllib_config(seed) if config is None else config
     returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
     steps = 0
     mean: float | None = None

@@ -1,6 +1,6 @@
 """What Ray Train costs per epoch: a plain PyTorch loop vs raydl with 1 and 2 workers.
 
-The same model (experiments/cnn_digits.yaml's CNN), data (scikit-learn digits, the same
+The same model (raydl/experiments/cnn_digits.yaml's CNN), data (scikit-learn digits, the same
 split and standardization), batch size per worker, optimizer and number of epochs:
 
   (a) a plain PyTorch loop in this process, one torch thread;

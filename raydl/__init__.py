@@ -10,8 +10,20 @@ if TYPE_CHECKING:
     from raydl.run import RunResult
 
 
+def version() -> str:
+    """The installed distribution's version (what pip installed); a checkout run without
+    installing has no metadata, so the package's own `__version__`."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("raydl")
+    except PackageNotFoundError:
+        return __version__
+
+
 def run(experiment: Any = None, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:
-    """Train an experiment (path, name in experiments/, or mapping); see raydl.run.train."""
+    """Train an experiment (path, built-in name, or mapping); see raydl.run.train."""
     from raydl.run import train
 
     return train(experiment, overrides, **kwargs)
@@ -32,4 +44,4 @@ def tune(path_or_spec: Any = None, overrides: list[str] | None = None, **kwargs:
     return tune_experiment(path_or_spec, sets, **options)
 
 
-__all__ = ["__version__", "run", "tune"]
+__all__ = ["__version__", "run", "tune", "version"]

@@ -1,4 +1,4 @@
-"""`raydl run | tune | submit | jobs | check | list | eval | sample | viz`: the command line over the same API tests and Tune use."""
+"""`raydl run | tune | submit | jobs | check | list | eval | sample | viz | export`: the command line over the same API tests and Tune use."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import raydl
 from raydl.errors import CheckpointError, ConfigError, TrainingError, one_line
 
 EXIT_USAGE = 2  # bad input: config errors, unknown names, unusable paths
@@ -24,6 +25,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked (reading the installed metadata takes time
+    every other command would pay)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"raydl {raydl.version()}")
+        parser.exit()
+
+
 def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help=text)
@@ -32,15 +42,16 @@ def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
 @functools.lru_cache(maxsize=1)  # built once per process; parse_args leaves it as it was
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="raydl", description="Train RL agents and deep models on Ray.")
+    p.add_argument("--version", action=_Version, nargs=0, help="print raydl's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run_and_tune(sub)
     _add_cluster_commands(sub)
     check = sub.add_parser("check", help="check an experiment (and its tune: section) without running it")
-    check.add_argument("experiment", help="experiment file or a name in experiments/")
+    check.add_argument("experiment", help="experiment file or a built-in name (raydl list)")
     _overrides(check, "override a field, as for run (repeatable)")
     config = sub.add_parser("config", help="print an experiment with every field, its default and "
                             "its help: a file to save, edit and run")
-    config.add_argument("experiment", help="experiment file or a name in experiments/")
+    config.add_argument("experiment", help="experiment file or a built-in name (raydl list)")
     _overrides(config, "override a field, as for run (repeatable)")
     sub.add_parser("list", help="list experiment files and registered kinds")
     plot = sub.add_parser("plot", help="overlay the curves of runs (or of a search's trials)")
@@ -50,12 +61,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="x axis (default: env_steps where there are, else epoch)")
     plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
     _add_checkpoint_commands(sub)
+    _add_export_command(sub)
     return p
 
 
 def _add_run_and_tune(sub: Any) -> None:
     run = sub.add_parser("run", help="train an experiment until its stop criterion")
-    run.add_argument("experiment", nargs="?", help="experiment file, or a name in experiments/")
+    run.add_argument("experiment", nargs="?", help="experiment file, or a built-in name (raydl list)")
     _overrides(run, "override a field, e.g. --set algo.lr=3e-4 (repeatable)")
     run.add_argument("--out", default="runs", help="parent directory of run directories")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
@@ -113,6 +125,7 @@ def _add_checkpoint_commands(sub: Any) -> None:
                     help="checkpoint or run directories (latest); several classifiers: an ensemble")
     ev.add_argument("--episodes", type=int, default=10, help="whole episodes to play")
     ev.add_argument("--gif", type=Path, help="write the first episode as an animated GIF")
+    ev.add_argument("--video", type=Path, help="write the first episode as an MP4 video")
     ev.add_argument("--epsilon", type=float, default=None,
                     help="random-action rate (default: 0.05 on Atari as in the DQN papers, "
                          "else 0)")
@@ -122,6 +135,8 @@ def _add_checkpoint_commands(sub: Any) -> None:
     ev.add_argument("--prompt", default="", help="language models: text to continue")
     ev.add_argument("--temperature", type=float, default=0.8,
                     help="language models: sampling temperature")
+    ev.add_argument("--onnx", type=Path, help="RL: play the policy `raydl export` wrote to this "
+                    "file, by onnxruntime, instead of the checkpoint's network")
     sample = sub.add_parser("sample", help="new images from a GAN or VAE checkpoint, as a PNG grid")
     sample.add_argument("checkpoint", help="a gan/vae checkpoint or run directory (latest)")
     sample.add_argument("--n", type=int, default=64, help="images to generate")
@@ -132,6 +147,16 @@ def _add_checkpoint_commands(sub: Any) -> None:
     viz.add_argument("checkpoint", help="a classifier checkpoint or run directory (latest)")
     viz.add_argument("--image", type=Path, required=True, help="the image to look at")
     viz.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+
+
+def _add_export_command(sub: Any) -> None:
+    from raydl.export import FORMATS
+
+    export = sub.add_parser("export", help="write a checkpoint's network as ONNX or TorchScript: "
+                            "greedy policy, classifier or generator, preprocessing inside")
+    export.add_argument("checkpoint", help="a checkpoint or run directory (latest)")
+    export.add_argument("--format", choices=FORMATS, default="onnx", help="file format")
+    export.add_argument("--out", type=Path, required=True, help="file to write")
 
 
 def _checkpoint_kind(text: str) -> tuple[Path, Any]:
@@ -172,6 +197,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"{directory}: not a generative checkpoint (kind {cfg.kind}); "
                           f"allowed kinds: {', '.join(registry.kinds_with('sample'))}")
     sample(directory, args.n, args.seed, args.nrow, args.out)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from raydl.export import export_command
+
+    export_command(args.checkpoint, args.format, args.out)
     return 0
 
 
@@ -292,17 +324,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
+    if args.video is not None and args.video.suffix.lower() != ".mp4":
+        raise ConfigError(f"--video {args.video}: expected a .mp4 file (an animated GIF: --gif)")
     directories = [newest_checkpoint(Path(c)) for c in args.checkpoint]
     cfg = load_experiment(directories[0] / "config.yaml")
+    if args.onnx is not None:
+        _check_onnx_eval(args.onnx, cfg.kind)
     evaluate = registry.entry_point(cfg.kind, "evaluate")
     if evaluate is None:
         raise ConfigError(f"eval: {directories[0]} is a {cfg.kind} checkpoint; sample it with "
                           "`raydl sample CHECKPOINT --n 64 --out grid.png`")
     options = registry.EvalOptions(
-        episodes=args.episodes, gif=args.gif, epsilon=args.epsilon, seed=args.seed,
-        generate=args.generate, prompt=args.prompt, temperature=args.temperature)
+        episodes=args.episodes, gif=args.gif, video=args.video, epsilon=args.epsilon, seed=args.seed,
+        generate=args.generate, prompt=args.prompt, temperature=args.temperature, onnx=args.onnx)
     evaluate(cfg, directories, options)
     return 0
+
+
+def _check_onnx_eval(path: Path, kind: str) -> None:
+    """`raydl eval --onnx`: an RL run, onnxruntime installed, the file there."""
+    from raydl import registry
+    from raydl.export import require_onnx
+
+    if registry.family(kind) != "stepped":
+        rl = [k for k in registry.kinds() if registry.family(k) == "stepped"]
+        raise ConfigError(f"eval --onnx: plays episodes of RL kinds ({', '.join(rl)}); this "
+                          f"checkpoint is {kind}")
+    require_onnx("eval --onnx", ("onnxruntime",))
+    if not path.is_file():
+        raise ConfigError(f"--onnx {path}: no such file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "eval": _cmd_eval, "viz": _cmd_viz,
                 "sample": _cmd_sample, "tune": _cmd_tune, "submit": _cmd_submit, "check": _cmd_check,
-                "config": _cmd_config, "plot": _cmd_plot,
+                "config": _cmd_config, "plot": _cmd_plot, "export": _cmd_export,
                 "jobs": _cmd_jobs}
     try:
         code = handlers[args.command](args)

@@ -1,55 +1,27 @@
-"""Experiment files: typed dataclass sections, strict loading, `--set` overrides.
+"""Experiment files: the sections every kind shares, strict loading, `--set` overrides.
 
 An experiment is a YAML mapping whose `kind` picks a top-level dataclass from the
-registry. Every field of every section is declared with `param(...)`, which carries a
-one-line help text and the allowed range, so that a bad value is reported as
-``algo.lr: expected a number > 0, got -1`` and never as a traceback.
+registry. Every field of every section is declared with `param(...)` (raydl.fields),
+which carries a one-line help text and the allowed range, so that a bad value is reported
+as ``algo.lr: expected a number > 0, got -1`` and never as a traceback.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
-import math
 import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 
 from raydl.errors import ConfigError, quote
+# re-exported: the typed fields and strict building are part of the config API
+from raydl.fields import from_dict, param, section, to_dict
 
-T = TypeVar("T")
-
-# Numbers written as strings are accepted for numeric fields because PyYAML reads `1e-3`
-# (no dot) as a string, a classic trap; anything else that is a string stays an error.
-_NUMBER_RE = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def param(
-    default: Any = dataclasses.MISSING,
-    help: str = "",
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-    default_factory: Any = dataclasses.MISSING,
-) -> Any:
-    """A dataclass field with a help text and optional numeric bounds."""
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def section(cls: type[T], help: str = "") -> Any:
-    """A nested section field whose default is the section's own defaults."""
-    return field(default_factory=cls, metadata={"help": help})
+__all__ = ["from_dict", "param", "section", "to_dict"]
 
 
 # ----------------------------------------------------------------------------- sections
@@ -63,6 +35,9 @@ class StopConfig:
     env_steps: int = param(100_000, "stop after this many environment steps (RL kinds)", ge=0)
     episode_return_mean: float | None = param(
         None, "stop once the mean return of the last 100 training episodes reaches this"
+    )
+    eval_return_mean: float | None = param(
+        None, "stop once an evaluation's mean return reaches this (RL kinds; needs eval.every)"
     )
     iterations: int = param(0, "stop after this many training iterations (0: no limit)", ge=0)
     time_s: float = param(0.0, "stop after this many wall-clock seconds (0: no limit)", ge=0)
@@ -146,6 +121,33 @@ class MlflowConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation during training (RL kinds): whole episodes of the greedy policy on seeds
+    of their own, in an eval runner actor beside training (in the driver when
+    runners.num: 0). Iteration i evaluates the weights it starts with (i = 1, 1 + every,
+    1 + 2 every, ...: the first evaluation is of the untrained policy)."""
+
+    every: int = param(0, "evaluate every N training iterations (0: never)", ge=0)
+    episodes: int = param(10, "episodes per evaluation", ge=1)
+    epsilon: float | None = param(
+        None, "random-action rate while evaluating (default: 0, or 0.05 on Atari as in the "
+        "DQN papers)", ge=0, le=1
+    )
+    seed: int | None = param(
+        None, "base seed of the eval episodes (default: the experiment's seed); episode k "
+        "uses seed + 1000000007 + k, never a training seed", ge=0
+    )
+    cpus: float = param(1.0, "CPUs reserved for the eval runner actor", gt=0)
+    video_every: int = param(
+        0, "record the first episode of the evaluations of the weights after every N "
+        "iterations (the untrained ones too) as MP4 in RUN_DIR/videos and TensorBoard "
+        "(0: never; a multiple of eval.every)", ge=0
+    )
+    video_fps: int = param(30, "frames per second of the videos", ge=1)
+    video_max_frames: int = param(1_000, "frames recorded per video, at most", ge=1)
+
+
+@dataclass
 class LogConfig:
     """What the run prints and writes besides metrics.jsonl."""
 
@@ -177,168 +179,20 @@ class RLExperiment:
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpointing")
     log: LogConfig = section(LogConfig, "outputs")
     atari: AtariConfig = section(AtariConfig, "Atari preprocessing (ALE/* envs)")
+    eval: EvalConfig = section(EvalConfig, "evaluation during training")
+
+    def validate(self) -> None:
+        """Checks between the shared sections; each kind's own `validate` calls this."""
+        if self.stop.eval_return_mean is not None and not self.eval.every:
+            raise ConfigError("stop.eval_return_mean: needs evaluations; set eval.every "
+                              "(iterations between them) or remove it")
+        video, every = self.eval.video_every, self.eval.every
+        if video and (not every or video % every):
+            raise ConfigError(f"eval.video_every: {video} is not a multiple of eval.every "
+                              f"({every}); videos are recorded in evaluations")
 
 
 # ----------------------------------------------------------------------------- loading
-
-
-def _bounds_text(meta: typing.Mapping[str, Any]) -> str:
-    parts = []
-    for key, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-        if meta.get(key) is not None:
-            parts.append(f"{sym} {meta[key]:g}")
-    return " and ".join(parts)
-
-
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if origin in (Union, types.UnionType):
-        names = [_type_name(a) for a in get_args(tp) if a is not type(None)]
-        return " or ".join(names) + (" or null" if type(None) in get_args(tp) else "")
-    if origin is list:
-        return f"a list of {_type_name(get_args(tp)[0])}"
-    if origin is dict:
-        return f"a mapping of names to {_type_name(get_args(tp)[1])}"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Return `value` converted to type `tp`, or raise ConfigError naming `where`."""
-    if tp is Any:  # checked later by whatever reads it (e.g. a search-space value)
-        return value
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return _coerce_union(value, tp, where)
-    if origin is Literal:
-        return _coerce_literal(value, get_args(tp), where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
-        (item_tp,) = get_args(tp)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
-        key_tp, val_tp = get_args(tp)
-        return {
-            _coerce(k, key_tp, f"{where} key"): _coerce(v, val_tp, f"{where}.{k}")
-            for k, v in value.items()
-        }
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    return _coerce_scalar(value, tp, where)
-
-
-def _coerce_union(value: Any, tp: Any, where: str) -> Any:
-    """The first member of the union (`X | None`, `bool | Literal[...]`) that takes it."""
-    args = get_args(tp)
-    if value is None and type(None) in args:
-        return None
-    for arg in args:
-        if arg is type(None):
-            continue
-        try:
-            return _coerce(value, arg, where)
-        except ConfigError:
-            continue
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
-
-
-def _coerce_literal(value: Any, allowed: tuple[Any, ...], where: str) -> Any:
-    if value in allowed and type(value) is type(allowed[0]):
-        return value
-    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(
-        f"{where}: {quote(value)} is not allowed{hint}; allowed: {', '.join(map(repr, allowed))}"
-    )
-
-
-def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
-    """bool, int, float (numbers written as strings too: YAML's `1e-3` trap) or str."""
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {quote(value)}")
-    if tp in (int, float) and isinstance(value, str) and _NUMBER_RE.match(value.strip()):
-        value = float(value.replace("_", ""))
-    if tp is int:
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {quote(value)}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{where}: expected a finite number, got {quote(value)}")
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {quote(value)}")
-    if tp is str:
-        if isinstance(value, str) and value:
-            return value
-        raise ConfigError(f"{where}: expected a non-empty string, got {quote(value)}")
-    raise ConfigError(f"{where}: unsupported field type {tp!r}")  # a bug in a section
-
-
-def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
-    if isinstance(value, list):  # a list field's bounds hold for each item (layer widths)
-        for i, item in enumerate(value):
-            _check_bounds(item, meta, f"{where}[{i}]")
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return
-    ok = (
-        (meta.get("gt") is None or value > meta["gt"])
-        and (meta.get("ge") is None or value >= meta["ge"])
-        and (meta.get("lt") is None or value < meta["lt"])
-        and (meta.get("le") is None or value <= meta["le"])
-    )
-    if not ok:
-        raise ConfigError(f"{where}: expected a number {_bounds_text(meta)}, got {quote(value)}")
-
-
-def from_dict(cls: type[T], data: Any, where: str = "") -> T:
-    """Build dataclass `cls` from a mapping, strictly: unknown keys and bad values raise."""
-    label = where or "experiment"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{label}: expected a mapping of keys to values, got {quote(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        name = key if isinstance(key, str) and len(key) <= 80 else quote(key)
-        path = f"{where}.{name}" if where else name
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{path}: unknown key{hint}; allowed: {', '.join(sorted(fields))}"
-            )
-        coerced = _coerce(value, hints[key], path)
-        _check_bounds(coerced, fields[key].metadata, path)
-        kwargs[key] = coerced
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        try:
-            validate()
-        except ConfigError as exc:  # a nested section's check names where it sits
-            if where and not str(exc).startswith(where.split(".")[0]):
-                raise ConfigError(f"{where}: {exc}") from None
-            raise
-    return obj
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """A plain, YAML-ready dict of a config dataclass."""
-    return dataclasses.asdict(obj)
 
 
 # libyaml's parser when PyYAML has it (the same safe loader, ten times faster).
@@ -421,7 +275,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_experiment(
     source: str | Path | dict[str, Any], overrides: list[str] | None = None
 ) -> Any:
-    """Load an experiment (file path, name in experiments/, or mapping) into its dataclass.
+    """Load an experiment (file path, built-in name, or mapping) into its dataclass.
 
     A `tune:` section is read only by `raydl tune` (raydl.tune) and ignored here."""
     data = read_experiment(source, overrides)

@@ -4,8 +4,9 @@ A job's entrypoint is `python -m raydl run|tune EXPERIMENT --address auto`, run 
 cluster on its head node, so runs and searches use the cluster's resources, not the
 submitter's. The experiment is checked here first (bad input never reaches the cluster),
 then it travels in the job's runtime_env: the working directory (the user's project,
-where the experiment file lies) is uploaded, and built-in experiment names are resolved
-by the raydl installed on the cluster (the cluster definitions in clusters/ install it).
+where the experiment file and the user's env modules lie) is uploaded, and this machine's
+raydl package goes with it (py_modules), so the cluster runs the same raydl, shipped
+experiments included, whatever version it has installed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import raydl
 from raydl.errors import ConfigError
 from raydl.runtime import AUTH_TOKEN_FILE, token_available, use_token_auth_if_available
 
@@ -148,21 +150,37 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def _experiment_argument(experiment: str, working_dir: Path) -> tuple[Path, str]:
-    """(local file, how the job names it): a file must lie inside the uploaded working
-    directory and is sent relative to it; a built-in name stays a name, for the raydl
-    installed on the cluster to resolve."""
-    from raydl import registry
-
-    path = registry.find_experiment(experiment)  # one-line error for unknown names
-    if not Path(experiment).is_file():
-        return path, path.stem
-    resolved = path.resolve()
+def _inside(path: Path, working_dir: Path, what: str, kind: str) -> str:
+    """`path` relative to the uploaded working directory, where the job finds it."""
+    resolved = path.expanduser().resolve()
     if not resolved.is_relative_to(working_dir):
-        raise ConfigError(f"{experiment}: the experiment file must be inside the working "
-                          f"directory {working_dir}, which is uploaded with the job "
-                          "(pass --working-dir)")
-    return path, resolved.relative_to(working_dir).as_posix()
+        raise ConfigError(f"{what}: the {kind} file must be inside the working directory "
+                          f"{working_dir}, which is uploaded with the job (pass --working-dir)")
+    return resolved.relative_to(working_dir).as_posix()
+
+
+def _job_env(env: Any, working_dir: Path | None) -> str | None:
+    """The `env` the job must be given: a `path/to/my_envs.py:ENV_ID` env names a file
+    here (relative to the current directory); the job finds the uploaded copy relative to
+    the working directory. None when the job can use the experiment's own."""
+    from raydl.runtime import env_module_file
+
+    path = env_module_file(env) if isinstance(env, str) else None
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ConfigError(f"env: {env.partition(':')[0]}: no such file (a FILE.py:ENV_ID path "
+                          f"is absolute or relative to the current directory, {Path.cwd()})")
+    relative = _inside(path, working_dir or Path.cwd(), f"env {env}", "env module")
+    return f"{relative}:{env.partition(':')[2]}"
+
+
+def raydl_package(working_dir: Path | None) -> Path | None:
+    """The raydl package to send with the job (runtime_env py_modules), so that the
+    cluster runs this raydl, whatever it has installed; None when the uploaded working
+    directory is the checkout this raydl is imported from (the job imports it there)."""
+    package = Path(raydl.__file__).resolve().parent
+    return None if working_dir is not None and package.parent == working_dir else package
 
 
 def cluster_out(out: str) -> str:
@@ -191,17 +209,37 @@ def upload_size(workdir: Path, excludes: list[str]) -> tuple[int, int]:
     return found[0], found[1]
 
 
-def _upload_dir(experiment: str, overrides: list[str], working_dir: str | Path | None) -> Path | None:
+def _upload_dir(experiment: str, env: Any, working_dir: str | Path | None) -> Path | None:
     """The directory a job uploads: --working-dir; else the current one when the job
-    needs the user's files (an experiment file, or `--set env=MODULE:ENV_ID` naming the
-    user's own env module); else none (a built-in experiment)."""
-    own_env = any(t.partition("=")[0].strip() == "env" and ":" in t.partition("=")[2] for t in overrides)
+    needs the user's files (an experiment file, or an env of the user's own module,
+    `MODULE:ENV_ID` or `FILE.py:ENV_ID`); else none (a built-in experiment)."""
+    own_env = isinstance(env, str) and ":" in env
     if working_dir is None and not Path(experiment).is_file() and not own_env:
         return None
     workdir = Path(working_dir or ".").expanduser().resolve()
     if not workdir.is_dir():
         raise ConfigError(f"--working-dir {working_dir}: no such directory")
     return workdir
+
+
+def _checked(experiment: str, overrides: list[str], tune: bool,
+             num_samples: int | None) -> tuple[Path, Any]:
+    """(the experiment's file here, its config): its values checked as `raydl run|tune`
+    would, the world not looked at (the cluster may have what this machine lacks)."""
+    from raydl import registry
+    from raydl.config import load_experiment
+
+    local = registry.find_experiment(experiment)  # one-line error for unknown names
+    if tune:
+        from raydl.tune_spec import load_tune_spec
+
+        cfg = load_tune_spec(local, overrides, check=False).cfg
+        if num_samples is not None and num_samples < 1:
+            raise ConfigError(f"--num-samples: expected an integer >= 1, got {num_samples}")
+        return local, cfg
+    if num_samples is not None:
+        raise ConfigError("--num-samples: only with --tune")
+    return local, load_experiment(local, overrides)
 
 
 def build_request(
@@ -218,42 +256,41 @@ def build_request(
     """Check the experiment's values as `raydl run|tune` would and build the job; nothing
     is sent (the check step runs on the cluster, whose machines may have what this one
     lacks). A built-in experiment uploads nothing unless --working-dir is given; a file
-    uploads its working directory (default: .) without credentials, data or outputs."""
-    from raydl.config import load_experiment
-
-    workdir = _upload_dir(experiment, overrides, working_dir)
-    local, name = _experiment_argument(experiment, workdir or Path.cwd())
-    if tune:
-        from raydl.tune_spec import load_tune_spec
-
-        load_tune_spec(local, overrides, check=False)
-        if num_samples is not None and num_samples < 1:
-            raise ConfigError(f"--num-samples: expected an integer >= 1, got {num_samples}")
-    else:
-        if num_samples is not None:
-            raise ConfigError("--num-samples: only with --tune")
-        load_experiment(local, overrides)
+    uploads its working directory (default: .) without credentials, data or outputs.
+    raydl itself goes with the job unless it is imported from the working directory."""
+    local, cfg = _checked(experiment, overrides, tune, num_samples)
+    workdir = _upload_dir(experiment, getattr(cfg, "env", None), working_dir)
+    # A file is sent relative to the uploaded directory; a built-in name stays a name.
+    is_file = Path(experiment).is_file()
+    name = _inside(local, workdir or Path.cwd(), experiment, "experiment") if is_file else local.stem
+    job_env = _job_env(getattr(cfg, "env", None), workdir)
+    sets = list(overrides)
+    if job_env and job_env != cfg.env:  # the job's name for the same file replaces the user's
+        sets = [t for t in sets if t.partition("=")[0].strip() != "env"] + [f"env={job_env}"]
     argv = ["python", "-m", "raydl", "tune" if tune else "run", name, "--address", "auto"]
-    for text in overrides:
+    for text in sets:
         argv += ["--set", text]
     if num_samples is not None:
         argv += ["--num-samples", str(num_samples)]
     # Every word quoted: the shell runs nothing of it. raydl itself expands a leading ~/
     # of --out on the head, to the head's home.
     argv += ["--out", cluster_out(out)] + ([] if tune else ["--no-progress"])
-    entrypoint = " ".join(shlex.quote(a) for a in argv)
     runtime_env: dict[str, Any] = {
         # Unbuffered so `tail` shows each line when the run prints it.
         "env_vars": {"PYTHONUNBUFFERED": "1", **_parse_env(env or [])},
+        "excludes": list(UPLOAD_EXCLUDES),  # for the working directory and py_modules alike
     }
     if workdir is not None:
-        runtime_env.update(working_dir=str(workdir), excludes=list(UPLOAD_EXCLUDES))
+        runtime_env["working_dir"] = str(workdir)
+    package = raydl_package(workdir)
+    if package is not None:
+        runtime_env["py_modules"] = [str(package)]
     if pip:
         runtime_env["pip"] = list(pip)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     stem = re.sub(r"[^A-Za-z0-9_-]", "-", Path(name).stem)
     return JobRequest(
-        entrypoint=entrypoint,
+        entrypoint=" ".join(shlex.quote(a) for a in argv),
         runtime_env=runtime_env,
         submission_id=f"raydl-{stem}-{stamp}-{secrets.token_hex(2)}",
         metadata={"raydl_experiment": name, "raydl_command": "tune" if tune else "run"},
@@ -288,8 +325,11 @@ def submit(request: JobRequest, address: str | None, wait: bool = True) -> int:
         print(f"raydl submit: uploading {workdir}: {files} files, {size / 2**20:.1f} MiB "
               "(never: credentials, data/, runs/, .git, environments; see raydl.jobs)", flush=True)
     else:
-        print("raydl submit: uploading nothing (a built-in experiment; --working-dir DIR "
-              "sends a directory)", flush=True)
+        print("raydl submit: uploading no directory (a built-in experiment; --working-dir DIR "
+              "sends one)", flush=True)
+    for module in request.runtime_env.get("py_modules", []):
+        print(f"raydl submit: sending {module} with the job, so the cluster runs this raydl "
+              f"({raydl.version()})", flush=True)
     job_id = _call("submit", lambda: client.submit_job(
         entrypoint=request.entrypoint, submission_id=request.submission_id,
         runtime_env=request.runtime_env, metadata=request.metadata))

@@ -29,6 +29,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(run_dir / METRICS_FILE)
 
 
+VIDEO_KEY = "eval_video"  # a row's video file, relative to the run directory
+TB_VIDEO_SIDE = 240  # TensorBoard videos are GIFs in memory: keep them small
+
+
 class RowSink(Protocol):
     """Where rows go besides the run's files: the experiment trackers (raydl.trackers)."""
 
@@ -103,6 +107,26 @@ class MetricsWriter:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     if math.isfinite(value):
                         self.tb.add_scalar(key, value, step)
+            if isinstance(metrics.get(VIDEO_KEY), str):
+                self._add_video(VIDEO_KEY, self.run_dir / metrics[VIDEO_KEY], step)
+
+    def _add_video(self, tag: str, path: Path, step: int) -> None:
+        """A row's video file as TensorBoard shows videos: an animated GIF in an image
+        summary (what SummaryWriter.add_video writes; its own encoder needs moviepy 1.x)."""
+        import imageio.v3 as iio
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from raydl.video import gif_bytes, read_mp4
+
+        frames = read_mp4(path)
+        fps = int(round(iio.immeta(path, plugin="FFMPEG").get("fps", 30)))
+        gif = gif_bytes(frames, fps, max_side=TB_VIDEO_SIDE)
+        height, width = frames.shape[1:3]
+        scale = min(1.0, TB_VIDEO_SIDE / max(height, width))
+        image = Summary.Image(height=round(height * scale), width=round(width * scale),
+                              colorspace=3, encoded_image_string=gif)
+        self.tb._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     def plot(self, y: str, x: str = "env_steps") -> Path | None:
         """Write curve.png of `y` against `x` from the whole metrics file."""

@@ -2,7 +2,7 @@
 
 A kind's spec names its experiment dataclass, its algorithm, its family, its headline
 metric, the check step that looks at the world before any work, and its entry points
-for `raydl eval | sample | viz`. The names are "module:attribute" strings imported on
+for `raydl eval | sample | viz | export`. The names are "module:attribute" strings imported on
 first use, so `raydl list`, `raydl check` and config errors never load torch or Ray for
 kinds they do not touch.
 
@@ -38,11 +38,13 @@ class EvalOptions:
 
     episodes: int = 10
     gif: Path | None = None
+    video: Path | None = None  # MP4 of the first episode
     epsilon: float | None = None
     seed: int = 0
     generate: int = 0
     prompt: str = ""
     temperature: float = 0.8
+    onnx: Path | None = None  # RL kinds: play with this exported policy (onnxruntime)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class KindSpec:
     evaluate: str | None = None  # eval(cfg, checkpoint dirs, EvalOptions) for `raydl eval`
     sample: str | None = None  # sample(directory, n, seed, nrow, out) for `raydl sample`
     visualize: str | None = None  # viz(directory, image, out) for `raydl viz`
+    export: str | None = None  # exportable(directory, cfg) -> raydl.export.Exportable
     summary: tuple[str, ...] = ()  # metrics the final line shows besides the headline
     # stepped: the module of its runner actors' class, which Ray's workers import as they
     # start, while the driver still sets up (raydl.runtime.init_ray's `preload`)
@@ -68,19 +71,21 @@ class KindSpec:
 
 
 _RL_EVAL = "raydl.rl.evaluate:eval_command"
+_RL_EXPORT = "raydl.rl.export:exportable"
 _DQN = dict(config="raydl.rl.experiment:DQNExperiment", algorithm="raydl.rl.dqn:DQN",
             check="raydl.rl.experiment:check_dqn", headline=RETURN, evaluate=_RL_EVAL,
-            runner="raydl.rl.runners.env_runner")
+            runner="raydl.rl.runners.env_runner", export=_RL_EXPORT)
 _AC = dict(config="raydl.rl.experiment:ActorCriticExperiment",
            algorithm="raydl.rl.actor_critic:ActorCriticAlgorithm",
            check="raydl.rl.experiment:check_actor_critic", headline=RETURN, evaluate=_RL_EVAL,
-           runner="raydl.rl.runners.ac_worker")
+           runner="raydl.rl.runners.ac_worker", export=_RL_EXPORT)
 _SL = dict(config="raydl.sl.experiment:SupervisedExperiment",
            algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.check:check",
-           evaluate="raydl.sl.evaluate:eval_command", summary=("test_accuracy", "test_bpc"))
+           evaluate="raydl.sl.evaluate:eval_command", export="raydl.sl.export:exportable",
+           summary=("test_accuracy", "test_bpc"))
 _GEN = dict(config="raydl.gen.experiment:GenerativeExperiment",
             algorithm="raydl.gen.trainer:GenerativeTrainer", check="raydl.gen.experiment:check",
-            sample="raydl.gen.trainer:sample_command",
+            sample="raydl.gen.trainer:sample_command", export="raydl.gen.export:exportable",
             summary=("classifier_score", "real_classifier_score", "class_coverage",
                      "frechet_distance", "real_frechet_distance", "inception_fid", "val_loss"))
 
@@ -106,7 +111,8 @@ _SPECS: dict[str, KindSpec] = {
     )
 }
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# Shipped inside the package (package data), so a plain `pip install` has them too.
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
 
 def kinds() -> list[str]:
@@ -160,27 +166,27 @@ def check(cfg: Any) -> Any:
     return resolve(spec(cfg.kind).check)(cfg)
 
 
-EntryPoint = Literal["evaluate", "sample", "visualize"]
+EntryPoint = Literal["evaluate", "sample", "visualize", "export"]
 
 
 def entry_point(kind: str, name: EntryPoint) -> Callable[..., Any] | None:
-    """A kind's `raydl eval | sample | viz` function, or None when it has none."""
+    """A kind's `raydl eval | sample | viz | export` function, or None when it has none."""
     reference = getattr(spec(kind), name)
     return resolve(reference) if reference else None
 
 
 def kinds_with(name: EntryPoint) -> list[str]:
-    """The kinds that have a `raydl eval | sample | viz` entry point."""
+    """The kinds that have a `raydl eval | sample | viz | export` entry point."""
     return [kind for kind in kinds() if getattr(_SPECS[kind], name)]
 
 
 def experiment_files() -> list[Path]:
-    """The experiment files shipped in experiments/."""
+    """The experiment files shipped with raydl (raydl/experiments/)."""
     return sorted(EXPERIMENTS_DIR.glob("*.yaml"))
 
 
 def find_experiment(name: str) -> Path:
-    """Resolve a path, or the name of a file in experiments/ (with or without .yaml)."""
+    """Resolve a path, or the name of a shipped experiment (with or without .yaml)."""
     path = Path(name)
     if path.is_file():
         return path

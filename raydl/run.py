@@ -31,6 +31,7 @@ from raydl.metrics import MetricsWriter, Progress, read_metrics
 from raydl.profile import mark
 
 HEADLINE = registry.RETURN
+EVAL_RETURN = "eval_return_mean"  # the mean return of an evaluation (eval.every)
 # Fields a resumed run may change: how long it goes on and what it writes, not what it is.
 RESUMABLE_OVERRIDES = ("stop.", "checkpoint.", "log.", "train.epochs", "scaling.max_failures")
 
@@ -54,6 +55,9 @@ def stop_reason(stop: StopConfig, metrics: dict[str, Any], elapsed_s: float) -> 
     value = metrics.get(HEADLINE)
     if target is not None and value is not None and value >= target:
         return f"{HEADLINE} {value:.4g} >= {target:g}"
+    target, value = stop.eval_return_mean, metrics.get(EVAL_RETURN)
+    if target is not None and value is not None and value >= target:
+        return f"{EVAL_RETURN} {value:.4g} >= {target:g}"
     if stop.env_steps and metrics.get("env_steps", 0) >= stop.env_steps:
         return f"env_steps {metrics['env_steps']:,} reached"
     if stop.iterations and metrics.get("iteration", 0) >= stop.iterations:
@@ -140,6 +144,9 @@ def train(
             if cfg.runners.num > 0 or resolve_address(address):
                 _start_ray(cfg, address)
             algo = registry.algorithm_class(cfg.kind)(cfg, checked)
+            from raydl.rl.evaluation import with_evaluation
+
+            algo = with_evaluation(algo, cfg, run_dir)
         mark("driver: algorithm and runners ready")
         (run_dir / "runners.json").write_text(json.dumps(algo.runner_infos(), indent=1))
         result = _step_until_stopped(cfg, algo, run_dir, restore_from, show)
@@ -157,11 +164,12 @@ DRIVER_IMPORTS = {"fit": ("ray.train.torch",), "stepped": ("torch._dynamo",)}
 def _start_ray(cfg: Any, address: str | None) -> None:
     """Start (or join) Ray; meanwhile import what the driver uses next, and let Ray's
     worker processes import the runner actors' module as they start."""
-    from raydl.runtime import init_ray
+    from raydl.runtime import init_ray, module_files
 
     spec = registry.spec(cfg.kind)
     driver = (spec.algorithm.partition(":")[0], *DRIVER_IMPORTS[spec.family])
-    init_ray(address, preload=[spec.runner] if spec.runner else [], meanwhile=driver)
+    init_ray(address, preload=[spec.runner] if spec.runner else [], meanwhile=driver,
+             ship=module_files(cfg))
 
 
 LOCK_FILE = ".raydl.lock"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import os
-import importlib
 import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from raydl.errors import ConfigError
@@ -78,7 +80,7 @@ def resolve_address(address: str | None) -> str | None:
 
 def init_ray(
     address: str | None = None, num_cpus: int | None = None, state_api: bool = False, *,
-    preload: Sequence[str] = (), meanwhile: Sequence[str] = (),
+    preload: Sequence[str] = (), meanwhile: Sequence[str] = (), ship: Sequence[Path] = (),
 ) -> None:
     """Start or join Ray once per process, quietly.
 
@@ -92,6 +94,9 @@ def init_ray(
     processes import the `preload` modules as they start, before any actor is placed on
     them, and this process imports the `meanwhile` modules on a second thread while Ray
     starts (a start that mostly waits on Ray's own processes).
+
+    `ship`: the user's module files (`env: path/to/my_envs.py:Maze-v0`), sent to every
+    worker of this job, on any node, through Ray's runtime_env (py_modules).
     """
     address = resolve_address(address)
     if address:
@@ -106,7 +111,8 @@ def init_ray(
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
     # Actors' and Ray Train workers' own logs stay out of the terminal; their errors
     # still reach the driver as exceptions, which raydl turns into one line.
-    common = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
+    common = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True,
+                  runtime_env=shipping_runtime_env(ship))
     if address:
         try:
             ray.init(address=address, **common)
@@ -126,6 +132,41 @@ def init_ray(
     from raydl.profile import mark
 
     mark("driver: Ray started")
+
+
+def env_module_file(env_id: str) -> Path | None:
+    """The module file a `path/to/module.py:EnvId` env names, absolute (a relative path is
+    relative to the current directory); None for any other id."""
+    module, sep, _ = env_id.partition(":")
+    if not sep or not module.endswith(".py"):
+        return None
+    return Path(module).expanduser().resolve()
+
+
+def module_files(cfg: object) -> list[Path]:
+    """The user's module files an experiment's env needs in Ray's workers (init_ray ships
+    them): `[my_envs.py]` for `env: path/to/my_envs.py:Maze-v0`, else none."""
+    env = getattr(cfg, "env", None)
+    path = env_module_file(env) if isinstance(env, str) else None
+    return [path] if path is not None else []
+
+
+def shipping_runtime_env(files: Sequence[Path]) -> dict[str, Any] | None:
+    """The job's runtime_env that makes each of `files` importable by its name in every
+    worker (runner actors, Tune trials). In a `raydl submit` job, whose own runtime_env
+    ships raydl itself (py_modules), the job's modules are kept beside these: Ray would
+    otherwise refuse a driver's py_modules next to the job's."""
+    if not files:
+        return None
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    modules = [str(path) for path in files]
+    job = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    if job:
+        inherited = (json.loads(job).get("runtime_env") or {}).get("py_modules") or []
+        modules = [*inherited, *modules]
+        os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"  # py_modules: ours, the job's included
+    return {"py_modules": modules}
 
 
 # Ray Train defaults for an embedded Ray, set before it starts so every process inherits

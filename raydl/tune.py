@@ -52,12 +52,20 @@ def _rl_trainable() -> type:
 
         def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None,
                   checked: Any = None) -> None:
+            from raydl.rl.evaluation import with_evaluation
+
             self.cfg = trial_experiment(base or {}, config)
-            self.algo = registry.algorithm_class(self.cfg.kind)(self.cfg, checked)
+            algo = registry.algorithm_class(self.cfg.kind)(self.cfg, checked)
+            self.algo = with_evaluation(algo, self.cfg, None)
             self.started = time.monotonic()
+            self.last_eval: dict[str, Any] = {}
 
         def step(self) -> dict[str, Any]:
             metrics = self.algo.step()
+            # Tune wants its metric in every result: the latest evaluation's figures ride
+            # along until the next one (the first iteration evaluates, so there always is one).
+            self.last_eval = {k: v for k, v in metrics.items() if k.startswith("eval_")} or self.last_eval
+            metrics = {**self.last_eval, **metrics}
             return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
         def save_checkpoint(self, checkpoint_dir: str) -> None:
@@ -100,7 +108,7 @@ def train_kind_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
 def trial_bundles(spec: TuneSpec) -> list[dict[str, float]]:
     """The resources one trial holds: RL: its learner + one bundle per runner actor (its
     cpus_per_runner and custom resources, which the actor asks for inside the trial's
-    placement group); Ray Train
+    placement group) + the eval runner's (eval.every with runners); Ray Train
     kinds: no CPU (Ray Train reserves its workers' CPUs itself; a CPU held by the trial
     would leave a 2-worker trial waiting forever on a 2-CPU machine). Tune refuses an
     empty bundle, so that one asks for a token byte of memory."""
@@ -110,7 +118,8 @@ def trial_bundles(spec: TuneSpec) -> list[dict[str, float]]:
         runners = cfg.runners
         if not runners.num:
             return [head]
-        return [head] + [{"CPU": runners.cpus_per_runner, **runners.resources}] * runners.num
+        evaluator = [{"CPU": cfg.eval.cpus, **runners.resources}] if cfg.eval.every else []
+        return [head] + [{"CPU": runners.cpus_per_runner, **runners.resources}] * runners.num + evaluator
     return [{"memory": 1.0}]
 
 
@@ -170,6 +179,8 @@ def _stop(spec: TuneSpec) -> dict[str, float]:
         out["env_steps"] = stop.env_steps
     if stop.episode_return_mean is not None:
         out["episode_return_mean"] = stop.episode_return_mean
+    if stop.eval_return_mean is not None:
+        out["eval_return_mean"] = stop.eval_return_mean
     if stop.iterations:
         out["training_iteration"] = stop.iterations
     if stop.time_s:
@@ -260,7 +271,7 @@ def tune_experiment(
 ) -> Any:
     """Run (or resume) a search; returns Ray Tune's ResultGrid. Writes trials.csv,
     best.yaml and trials.png next to Tune's own files."""
-    from raydl.runtime import init_ray
+    from raydl.runtime import init_ray, module_files
 
     if resume is not None:
         folder = Path(resume)
@@ -287,7 +298,8 @@ def tune_experiment(
     # watches the controller with Ray's State API, served by the dashboard. Without it
     # each stopped trial keeps its workers' CPUs for good and the search stalls.
     runner = registry.spec(spec.cfg.kind).runner  # trials' runner actors start on preloaded workers
-    init_ray(address, state_api=not spec.stepped, preload=[runner] if runner else [])
+    init_ray(address, state_api=not spec.stepped, preload=[runner] if runner else [],
+             ship=module_files(spec.cfg))
     tuner, max_concurrent = _tuner(spec, storage, name, restore=resume is not None)
     folder = storage / name
     if resume is None:

@@ -58,7 +58,8 @@ class Generator(nn.Module):
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(self.project(z.view(len(z), -1, 1, 1)))
+        # z.shape[0], not len(z): a traced (TorchScript) generator keeps any batch size
+        return self.body(self.project(z.view(z.shape[0], -1, 1, 1)))
 
 
 class Discriminator(nn.Module):

@@ -7,7 +7,7 @@
 raydl.gen.experiment.
 
 Quality scores come from a classifier trained by raydl's own CNN trainer: with
-`score.classifier: auto` the driver first trains `experiments/cnn_digits.yaml` (or
+`score.classifier: auto` the driver first trains `raydl/experiments/cnn_digits.yaml` (or
 cnn_mnist) on the same data into RUN_DIR/scorer, once per run (reused on --resume).
 """
 

@@ -165,6 +165,11 @@ class ActorCriticAlgorithm:
     def runner_infos(self) -> list[dict[str, Any]]:
         return self.runners.infos()
 
+    def policy_network(self) -> tuple[str, torch.nn.Module]:
+        """The policy network (argmax of its logits: the greedy action) and its key in
+        model.pt."""
+        return "net", self.net
+
     @staticmethod
     def load_policy(directory: Path, cfg: ActorCriticExperiment, env: EnvSpec) -> torch.nn.Module:
         """The policy of a checkpoint; its forward gives action logits (eval takes the

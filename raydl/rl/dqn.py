@@ -221,6 +221,10 @@ class DQN:
         """Where each runner lives (pid, Ray node id, cluster address)."""
         return self.runners.infos()
 
+    def policy_network(self) -> tuple[str, torch.nn.Module]:
+        """The greedy network and its key in model.pt (what evaluation plays with)."""
+        return "q", self.q
+
     @staticmethod
     def load_policy(directory: Path, cfg: DQNExperiment, env: EnvSpec) -> torch.nn.Module:
         """The greedy Q-network of a checkpoint (used by `raydl eval`)."""

@@ -84,6 +84,7 @@ class DQNExperiment(RLExperiment):
     algo: DQNConfig = section(DQNConfig, "algorithm hyperparameters")
 
     def validate(self) -> None:
+        super().validate()
         if self.algo.batch_size > self.algo.buffer_size:
             raise ConfigError(
                 f"algo.batch_size: {self.algo.batch_size} is larger than algo.buffer_size "
@@ -150,6 +151,7 @@ class ActorCriticExperiment(RLExperiment):
     algo: ActorCriticConfig = section(ActorCriticConfig, "algorithm hyperparameters")
 
     def validate(self) -> None:
+        super().validate()
         algo = self.algo
         if self.kind == "a2c" and algo.asynchronous:
             raise ConfigError(

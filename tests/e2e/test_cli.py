@@ -247,6 +247,23 @@ def test_bad_experiment_is_a_one_line_error_with_exit_code_2(
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_export_then_eval_the_onnx_policy_plays_the_same_episodes(trained, tmp_path: Path) -> None:
+    out, _ = trained
+    run_dir = _run_dir(out)
+    policy = tmp_path / "policy.onnx"
+    proc = raydl("export", str(run_dir), "--format", "onnx", "--out", str(policy), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "obs float32 (N, 4) -> q_values float32 (N, 2), action int64 (N)" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.onnx"]
+    played = raydl("eval", str(run_dir), "--onnx", str(policy), "--episodes", "3", cwd=tmp_path)
+    assert played.returncode == 0, played.stderr[-2000:]
+    assert f"the greedy policy of {policy}, by onnxruntime" in played.stdout
+    by_torch = raydl("eval", str(run_dir), "--episodes", "3", cwd=tmp_path)
+    episodes = [line for line in played.stdout.splitlines() if line.startswith("episode ")]
+    assert len(episodes) == 3
+    assert episodes == [line for line in by_torch.stdout.splitlines() if line.startswith("episode ")]
+
+
 def test_unwritable_out_and_missing_checkpoint(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -254,6 +271,8 @@ def test_unwritable_out_and_missing_checkpoint(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cannot create output directory" in proc.stderr
     proc = raydl("eval", str(tmp_path / "nope"), cwd=tmp_path, timeout=60)
     assert proc.returncode == 2 and "no such checkpoint or run directory" in proc.stderr
+    proc = raydl("eval", str(tmp_path / "nope"), "--video", "play.gif", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "--video play.gif: expected a .mp4 file" in proc.stderr
 
 
 def test_list_shows_experiments(tmp_path: Path) -> None:
@@ -428,3 +447,27 @@ def test_an_env_module_of_the_users_own_directory_runs_in_the_driver_and_a_runne
     (run_dir,) = (tmp_path / "runs").iterdir()
     infos = json.loads((run_dir / "runners.json").read_text())
     assert len(infos) == 1 and infos[0]["pid"] != os.getpid()  # sampled in an actor process
+
+
+def test_an_env_module_named_by_path_runs_in_the_driver_and_a_runner_actor(tmp_path: Path) -> None:
+    """`env: ../envs/my_envs.py:Maze-v0`, from another directory: the driver imports the
+    file, the runner actor gets its own copy from Ray (runtime_env py_modules), as an actor
+    on another node would; a path that is not there is one line."""
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "work").mkdir()
+    imports = tmp_path / "imports.txt"
+    (tmp_path / "envs" / "my_envs.py").write_text(
+        MY_ENVS + f"\nimport os\nwith open({str(imports)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}} {{__file__}}\\n')\n")
+    ran = raydl("run", "dqn_cartpole", "--set", "env=../envs/my_envs.py:Maze-v0", "--set", "runners.num=1",
+                "--set", "stop.env_steps=500", "--set", "log.tensorboard=false", "--no-progress",
+                cwd=tmp_path / "work")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "raydl: dqn on ../envs/my_envs.py:Maze-v0 stopped (env_steps" in ran.stdout
+    (run_dir,) = (tmp_path / "work" / "runs").iterdir()
+    (actor,) = json.loads((run_dir / "runners.json").read_text())
+    files = dict(line.split(" ", 1) for line in imports.read_text().splitlines())
+    assert files[str(actor["pid"])] != str(tmp_path / "envs" / "my_envs.py")  # Ray's copy
+    assert str(tmp_path / "envs" / "my_envs.py") in files.values()  # the driver's import
+    missing = raydl("check", "dqn_cartpole", "--set", "env=envs/my_envs.py:Maze-v0", cwd=tmp_path / "work")
+    assert missing.returncode == 2 and missing.stderr.startswith(
+        "raydl: error: env: envs/my_envs.py: no such file") and missing.stderr.count("\n") == 1

@@ -158,6 +158,29 @@ def test_submit_runs_the_experiment_as_a_job_on_the_cluster(head: Head, tmp_path
     assert logs.returncode == 0 and SUMMARY in logs.stdout
 
 
+def test_submit_a_users_env_module_named_by_path(head: Head, tmp_path: Path) -> None:
+    """`raydl submit dqn_cartpole --set env=envs/my_envs.py:Maze-v0` from the user's own
+    directory: the file goes up with it, the job's driver imports it and hands it to its
+    runner actor; raydl goes with the job too (py_modules), and both arrive together."""
+    from tests.e2e.test_cli import MY_ENVS
+
+    project = tmp_path / "project"
+    (project / "envs").mkdir(parents=True)
+    (project / "envs" / "my_envs.py").write_text(MY_ENVS)
+    out = tmp_path / "outputs"
+    proc = raydl("submit", "dqn_cartpole", "--address", head.dashboard, "--out", str(out),
+                 "--set", "env=envs/my_envs.py:Maze-v0", "--set", "runners.num=1",
+                 "--set", "runners.cpus_per_runner=0.5", "--set", "stop.env_steps=500",
+                 "--set", "log.tensorboard=false", cwd=project)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].endswith(" SUCCEEDED")
+    assert "raydl: dqn on envs/my_envs.py:Maze-v0 stopped (env_steps" in proc.stdout
+    assert "so the cluster runs this raydl" in proc.stdout
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    (runner,) = json.loads((run_dir / "runners.json").read_text())
+    assert runner["gcs_address"].endswith(f":{head.port}")
+
+
 def test_jobs_stop_and_job_status_exit_codes(head: Head, tmp_path: Path) -> None:
     project = tmp_path / "project"
     _tiny_dqn(project, runners=0, env_steps=10_000_000)

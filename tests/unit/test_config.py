@@ -48,6 +48,9 @@ def test_unknown_key_names_it_and_suggests() -> None:
         ({"algo": {"batch_size": 128, "buffer_size": 64}}, r"algo\.batch_size: 128 is larger"),
         ({"runners": {"num": -1}}, r"runners\.num: expected a number >= 0"),
         ({"algo": {"lr": float("nan")}}, r"algo\.lr: expected a finite number"),
+        ({"stop": {"eval_return_mean": 400}}, r"stop\.eval_return_mean: needs evaluations; set eval\.every"),
+        ({"eval": {"every": 2, "video_every": 3}}, r"eval\.video_every: 3 is not a multiple of eval\.every \(2\)"),
+        ({"eval": {"epsilon": 2}}, r"eval\.epsilon: expected a number >= 0 and <= 1"),
     ],
 )
 def test_bad_values_are_one_line_errors(data: dict, message: str) -> None:

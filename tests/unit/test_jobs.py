@@ -160,3 +160,39 @@ def test_a_users_own_env_module_goes_with_the_job(tmp_path: Path, monkeypatch: p
     req = build_request("dqn_cartpole", ["env=my_envs:Maze-v0"])
     assert req.runtime_env["working_dir"] == str(tmp_path)
     assert "working_dir" not in build_request("dqn_cartpole", ["env=CartPole-v1"]).runtime_env
+
+
+def test_a_path_named_env_module_is_uploaded_and_named_relative_to_the_working_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--set env=envs/my_envs.py:Maze-v0` (or the same in the experiment file): the file
+    must be in the uploaded directory, and the job names it relative to that directory."""
+    project = tmp_path / "project"
+    (project / "envs").mkdir(parents=True)
+    (project / "envs" / "my_envs.py").write_text("x = 1\n")
+    (project / "sub").mkdir()
+    monkeypatch.chdir(project / "sub")
+    req = build_request("dqn_cartpole", ["env=../envs/my_envs.py:Maze-v0"], working_dir=project)
+    argv = shlex.split(req.entrypoint)
+    assert [a for a in argv if a.startswith("env=")] == ["env=envs/my_envs.py:Maze-v0"]
+    monkeypatch.chdir(project)
+    exp = project / "exp.yaml"
+    exp.write_text("kind: dqn\nenv: envs/my_envs.py:Maze-v0\n")
+    req = build_request("exp.yaml", [])  # no --set: the file's own env needs the upload
+    assert req.runtime_env["working_dir"] == str(project) and "--set" not in req.entrypoint
+    for overrides, message in ((["env=envs/nope.py:Maze-v0"], "env: envs/nope.py: no such file"),
+                               ([f"env={tmp_path}/x.py:Maze-v0"], "must be inside the working directory")):
+        (tmp_path / "x.py").write_text("x = 1\n")
+        with pytest.raises(ConfigError, match=message):
+            build_request("dqn_cartpole", overrides)
+
+
+def test_raydl_itself_goes_with_the_job_unless_the_working_dir_is_its_checkout(tmp_path: Path) -> None:
+    """A pip-installed raydl (or one run from elsewhere) is sent as the job's py_modules,
+    so the cluster runs this raydl; a checkout uploaded as the working dir carries it."""
+    import raydl
+
+    package = Path(raydl.__file__).resolve().parent
+    assert build_request("dqn_cartpole", []).runtime_env["py_modules"] == [str(package)]
+    assert build_request("dqn_cartpole", [], working_dir=tmp_path).runtime_env["py_modules"] == [str(package)]
+    assert "py_modules" not in build_request("dqn_cartpole", [], working_dir=package.parent).runtime_env

@@ -38,7 +38,7 @@ def test_list_and_config_import_neither_torch_nor_ray() -> None:
 def test_the_console_command_exits_with_mains_code_and_all_its_output() -> None:
     listed = subprocess.run([sys.executable, "-m", "raydl", "list"], capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0
-    names = sorted(p.stem for p in (Path(__file__).parents[2] / "experiments").glob("*.yaml"))
+    names = sorted(p.stem for p in (Path(__file__).parents[2] / "raydl" / "experiments").glob("*.yaml"))
     assert all(name in listed.stdout for name in names)  # nothing lost to the prompt exit
     bad = subprocess.run([sys.executable, "-m", "raydl", "check", "dqn_cartpole", "--set", "algo.lr=-1"],
                          capture_output=True, text=True, timeout=120)

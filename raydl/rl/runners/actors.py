@@ -58,13 +58,14 @@ class ActorRunners:
     def __init__(
         self, cfg: RunnersConfig, runner_cls: type[RunnerBase], kwargs: dict[str, Any],
         weights: Callable[[], Any], version: Callable[[], int], inline_weights: bool = False,
+        what: str = "runners",
     ) -> None:
         self.cfg = cfg
         bundle = {"CPU": cfg.cpus_per_runner, **cfg.resources}
         # Refuse now what Ray would leave pending forever.
-        check_fits("runners", bundle, cfg.num,
-                   "lower runners.num, runners.cpus_per_runner or runners.resources",
-                   *cluster_resources())
+        fix = ("lower runners.num, runners.cpus_per_runner or runners.resources"
+               if what == "runners" else "lower eval.cpus or runners.resources")
+        check_fits(what, bundle, cfg.num, fix, *cluster_resources())
         self.count = cfg.num
         self.kwargs = kwargs
         self.remote_cls = ray.remote(
