@@ -79,6 +79,9 @@ _AC = dict(config="raydl.rl.experiment:ActorCriticExperiment",
            algorithm="raydl.rl.actor_critic:ActorCriticAlgorithm",
            check="raydl.rl.experiment:check_actor_critic", headline=RETURN, evaluate=_RL_EVAL,
            runner="raydl.rl.runners.ac_worker", export=_RL_EXPORT)
+_PPO = dict(config="raydl.rl.experiment:PPOExperiment", algorithm="raydl.rl.ppo:PPO",
+            check="raydl.rl.experiment:check_ppo", headline=RETURN, evaluate=_RL_EVAL,
+            runner="raydl.rl.runners.ac_worker", export=_RL_EXPORT)
 _SL = dict(config="raydl.sl.experiment:SupervisedExperiment",
            algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.check:check",
            evaluate="raydl.sl.evaluate:eval_command", export="raydl.sl.export:exportable",
@@ -100,6 +103,7 @@ _SPECS: dict[str, KindSpec] = {
                  defaults={"algo.asynchronous": False, "algo.returns": "nstep"}),
         KindSpec("reinforce", "stepped", **_AC,
                  defaults={"algo.asynchronous": False, "algo.returns": "episode"}),
+        KindSpec("ppo", "stepped", **_PPO),
         KindSpec("classify", "fit", **_SL, headline="val_accuracy",
                  visualize="raydl.sl.viz:viz_command"),
         KindSpec("language_model", "fit", **_SL,

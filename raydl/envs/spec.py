@@ -10,6 +10,9 @@ every observation space reaches a network, with gymnasium's own wrappers:
     MultiBinary, MultiDiscrete, float32 vector
     Tuple, Dict (of those)
     Text, Graph, Sequence       refused in one line: nothing fixed-size to learn from
+    Dict {observation,          an action-masked env: `observation` as above reaches the
+          action_mask}          network; the mask moves to info['action_mask'] (the other
+                                way envs give one), where the policy takes it
 
 The spec travels to the algorithm, to every runner actor and to `load_policy`, so the
 env is not probed again, and every place builds the env the same way (`spec.make`).
@@ -35,6 +38,7 @@ Transform = Literal["none", "float32", "flatten", "chw"]
 # The Nature CNN's three valid convolutions need at least 36 pixels on each side.
 MIN_IMAGE_SIDE = 36
 _UNTAKEN = (spaces.Text, spaces.Graph, spaces.Sequence)
+OBSERVATION, ACTION_MASK = "observation", "action_mask"
 TAKEN = "Box, Discrete, MultiBinary, MultiDiscrete, and Tuple or Dict of those"
 
 
@@ -50,6 +54,14 @@ class EnvSpec:
     obs_dtype: str
     transform: Transform
     atari: AtariConfig | None = None  # the preprocessing of ALE/* ids (None for others)
+    mask_in_obs: bool = False  # a Dict {observation, action_mask} observation space
+
+    @property
+    def policy_observation_space(self) -> gym.Space[Any]:
+        """The observation the policy sees before adaptation (without the action mask)."""
+        if self.mask_in_obs:
+            return self.observation_space[OBSERVATION]  # type: ignore[index]
+        return self.observation_space
 
     @property
     def num_actions(self) -> int:
@@ -63,7 +75,8 @@ class EnvSpec:
 
     def make(self, render_mode: str | None = None) -> gym.Env[Any, Any]:
         """One env, its observations adapted to `obs_shape` / `obs_dtype`."""
-        return adapt(make_env(self.env_id, render_mode, self.atari), self.transform)
+        env = make_env(self.env_id, render_mode, self.atari)
+        return adapt(MaskToInfo(env) if self.mask_in_obs else env, self.transform)
 
     def make_vector(self, num_envs: int) -> gym.vector.VectorEnv[Any, Any, Any]:
         """`num_envs` copies stepped in this process. Same-step autoreset: an env that
@@ -95,11 +108,36 @@ def probe_env(env_id: str, atari: AtariConfig | None = None) -> EnvSpec:
         obs_space, action_space = env.observation_space, env.action_space
     finally:
         env.close()
-    kind, transform = observation_plan(obs_space, frames=is_atari(env_id), env_id=env_id)
-    adapted = adapted_space(obs_space, transform)
+    masked = is_masked_observation(obs_space)
+    seen = obs_space[OBSERVATION] if masked else obs_space  # type: ignore[index]
+    kind, transform = observation_plan(seen, frames=is_atari(env_id), env_id=env_id)
+    adapted = adapted_space(seen, transform)
     return EnvSpec(env_id, obs_space, action_space, kind, tuple(adapted.shape),
                    str(adapted.dtype), transform,
-                   (atari or AtariConfig()) if is_atari(env_id) else None)
+                   (atari or AtariConfig()) if is_atari(env_id) else None, masked)
+
+
+def is_masked_observation(space: gym.Space[Any]) -> bool:
+    """A Dict observation of exactly `observation` and `action_mask`: an action-masked
+    env (as PettingZoo's classic games give them)."""
+    return isinstance(space, spaces.Dict) and set(space.spaces) == {OBSERVATION, ACTION_MASK}
+
+
+class MaskToInfo(gym.Wrapper[Any, Any, Any, Any]):
+    """obs {observation, action_mask} -> obs = observation, info['action_mask'] = the
+    mask: both ways an env gives masks reach the policy the same way."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        self.observation_space = env.observation_space[OBSERVATION]  # type: ignore[index]
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return obs[OBSERVATION], {**info, ACTION_MASK: obs[ACTION_MASK]}
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs[OBSERVATION], reward, terminated, truncated, {**info, ACTION_MASK: obs[ACTION_MASK]}
 
 
 def observation_plan(

@@ -29,8 +29,9 @@ from raydl.envs.spec import EnvSpec
 from raydl.errors import matching_checkpoint
 from raydl.nn import make_optimizer, nonfinite_error
 from raydl.rl import learner
+from raydl.rl.actions import action_spec
 from raydl.rl.learner import Book
-from raydl.rl.experiment import ActorCriticConfig, ActorCriticExperiment, check_actor_critic
+from raydl.rl.experiment import ActorCriticExperiment, PolicyNetConfig, check_actor_critic
 from raydl.rl.networks import ActorCritic
 from raydl.rl.runners import make_runners
 from raydl.rl.runners.ac_worker import (
@@ -42,9 +43,10 @@ from raydl.rl.runners.ac_worker import (
 )
 
 
-def build_actor_critic(env: EnvSpec, algo: ActorCriticConfig) -> ActorCritic:
-    return ActorCritic(env.obs_shape, env.num_actions, algo.hidden, algo.activation,
-                       algo.shared_trunk)
+def build_actor_critic(env: EnvSpec, algo: PolicyNetConfig) -> ActorCritic:
+    actions = action_spec(env.action_space, algo.squash, env.env_id)
+    return ActorCritic(env.obs_shape, actions, algo.hidden, algo.activation,
+                       algo.shared_trunk, algo.log_std_init)
 
 
 class ActorCriticAlgorithm:
@@ -166,14 +168,14 @@ class ActorCriticAlgorithm:
         return self.runners.infos()
 
     def policy_network(self) -> tuple[str, torch.nn.Module]:
-        """The policy network (argmax of its logits: the greedy action) and its key in
-        model.pt."""
+        """The policy network (its `greedy`: the mode of its action distribution) and its
+        key in model.pt."""
         return "net", self.net
 
     @staticmethod
     def load_policy(directory: Path, cfg: ActorCriticExperiment, env: EnvSpec) -> torch.nn.Module:
-        """The policy of a checkpoint; its forward gives action logits (eval takes the
-        argmax: the most probable action)."""
+        """The policy of a checkpoint; eval acts with its `greedy` (the distribution's
+        mode: the most probable action, the mean action of a Gaussian)."""
         return learner.load_policy(directory, build_actor_critic(env, cfg.algo), "net")
 
     def close(self) -> None:

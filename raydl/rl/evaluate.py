@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from raydl import registry
 from raydl.envs.atari import is_atari
 from raydl.envs.spec import EnvSpec
 from raydl.errors import ConfigError
+from raydl.rl.actions import ActionSpec, action_spec
+from raydl.rl.policy import is_actor_critic
 from raydl.video import write_video
 
 # Eval seeds live far from training seeds so evaluation never replays training episodes.
@@ -32,19 +35,34 @@ class EvalResult:
         return float(np.mean(self.returns))
 
 
-Policy = torch.nn.Module | Callable[[np.ndarray], int]  # a network, or obs -> greedy action
+Policy = torch.nn.Module | Callable[[np.ndarray], Any]  # a network, or obs -> greedy action
+Act = Callable[[np.ndarray, "np.ndarray | None"], Any]  # (obs, action mask) -> env action
+
+
+def greedy_action(net: Policy, obs: np.ndarray, mask: np.ndarray | None = None) -> Any:
+    """`net`'s greedy env action for one observation: the mode of an actor-critic's
+    distribution (masked actions excluded; a Gaussian's mean, clipped or squashed into
+    the bounds), the argmax of a Q-network, or what an exported policy answers (its graph
+    has no mask input)."""
+    if not isinstance(net, torch.nn.Module):  # an exported policy (raydl eval --onnx)
+        return net(obs)
+    with torch.no_grad():
+        batch = torch.as_tensor(obs)[None]
+        if is_actor_critic(net):
+            action = net.greedy(batch, None if mask is None else torch.as_tensor(mask)[None])[0]
+            return int(action) if action.dim() == 0 else action.numpy()
+        return int(net(batch).argmax(dim=1).item())
 
 
 def epsilon_greedy(
-    net: Policy, num_actions: int, epsilon: float, rng: np.random.Generator
-) -> Callable[[np.ndarray], int]:
-    def act(obs: np.ndarray) -> int:
+    net: Policy, actions: ActionSpec, epsilon: float, rng: np.random.Generator
+) -> Act:
+    """(obs, mask) -> `net`'s greedy action, or with probability `epsilon` a random one
+    of the action space drawn from `rng` (never a masked one)."""
+    def act(obs: np.ndarray, mask: np.ndarray | None = None) -> Any:
         if epsilon > 0 and rng.random() < epsilon:
-            return int(rng.integers(num_actions))
-        if not isinstance(net, torch.nn.Module):  # an exported policy (raydl eval --onnx)
-            return net(obs)
-        with torch.no_grad():
-            return int(net(torch.as_tensor(obs)[None]).argmax(dim=1).item())
+            return actions.random(rng, mask)
+        return greedy_action(net, obs, mask)
 
     return act
 
@@ -58,7 +76,7 @@ def eval_epsilon(env_id: str, epsilon: float | None) -> float:
 
 
 def play(
-    spec: EnvSpec, act: Callable[[np.ndarray], int], episodes: int, seed: int,
+    spec: EnvSpec, act: Callable[[np.ndarray, dict[str, Any]], Any], episodes: int, seed: int,
     record_frames: int = 0,
 ) -> tuple[list[float], list[int], list[np.ndarray]]:
     """Play `episodes` whole episodes (whole games on Atari, raw scores) on the eval seeds
@@ -68,13 +86,13 @@ def play(
     frames: list[np.ndarray] = []
     try:
         for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+            obs, info = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
             record = episode == 0 and record_frames > 0
             if record:
                 frames.append(env.render())  # type: ignore[arg-type]
             total, steps, done = 0.0, 0, False
             while not done:
-                obs, reward, terminated, truncated, _ = env.step(act(obs))
+                obs, reward, terminated, truncated, info = env.step(act(obs, info))
                 total += float(reward)
                 steps += 1
                 done = terminated or truncated
@@ -94,8 +112,16 @@ def play_greedy(
     """`play` with `net`'s greedy actions, a random one with probability `epsilon` (drawn
     from the eval seeds' own RNG: the same evaluation gives the same returns anywhere)."""
     rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
-    act = epsilon_greedy(net, spec.num_actions, epsilon, rng)
-    return play(spec, act, episodes, seed, record_frames)
+    actions = net.actions if is_actor_critic(net) else action_spec(spec.action_space)
+    act = epsilon_greedy(net, actions, epsilon, rng)
+    mask_of = partial(_mask_of, actions)
+    return play(spec, lambda obs, info: act(obs, mask_of(info)), episodes, seed, record_frames)
+
+
+def _mask_of(actions: ActionSpec, info: dict[str, Any]) -> np.ndarray | None:
+    """One env's action mask from its info, flat (size,) bool, or None."""
+    flat = actions.flat_mask(info.get("action_mask"), 1)
+    return None if flat is None else flat[0]
 
 
 def evaluate(

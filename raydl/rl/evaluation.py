@@ -17,7 +17,9 @@ replaced like any runner. The best evaluation's weights are kept in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -140,14 +142,18 @@ class Evaluated:
 
     def __init__(self, algo: Any, cfg: RLExperiment, run_dir: Path | None) -> None:
         self.algo, self.cfg, self.run_dir = algo, cfg, run_dir
-        self.key, self.net = algo.policy_network()
+        self.key, policy = algo.policy_network()
+        # The eval copies are copies of the policy module itself (a wrapper such as PPO's
+        # observation normalization included), built on the CPU.
+        template = copy.deepcopy(policy).cpu()
+        policy_fn = functools.partial(copy.deepcopy, template)
         self.snapshot: dict[str, torch.Tensor] = {}
         self.snapshot_iteration = -1
         self.best: float | None = None
         self.local: EvalRunner | None = None
         self.pool: Any = None
         if cfg.runners.num == 0:
-            self.local = EvalRunner(algo.env, algo.policy_fn, runner_index=-1, torch_threads=None)
+            self.local = EvalRunner(algo.env, policy_fn, runner_index=-1, torch_threads=None)
         else:
             from raydl.rl.runners.actors import ActorRunners
 
@@ -156,7 +162,7 @@ class Evaluated:
                                           sync_weights_every=1)
             self._take_snapshot()
             self.pool = ActorRunners(runners, EvalRunner,
-                                     dict(env=algo.env, policy_fn=algo.policy_fn, seed=cfg.seed),
+                                     dict(env=algo.env, policy_fn=policy_fn, seed=cfg.seed),
                                      lambda: self.snapshot, lambda: self.snapshot_iteration,
                                      what="eval runner")
 
@@ -166,7 +172,8 @@ class Evaluated:
         return getattr(self.algo, name)
 
     def _take_snapshot(self) -> None:
-        self.snapshot = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+        _, policy = self.algo.policy_network()  # asked anew: a wrapper's statistics move on
+        self.snapshot = {k: v.detach().to("cpu", copy=True) for k, v in policy.state_dict().items()}
         self.snapshot_iteration = self.algo.iteration
 
     def _request(self) -> EvalRequest:

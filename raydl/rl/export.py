@@ -6,8 +6,10 @@ env spec's adaptation (a float32 cast, channels-first, gymnasium's flattening wi
 one-hot discrete parts) and the network's own scaling (uint8 frames / 255) are inside
 it. On Atari that observation is the preprocessed uint8 frame stack the raydl env gives
 (DeepMind wrappers: frame skip, 84x84 grey, 4 frames), which stays outside: it keeps
-state across steps. Outputs: the Q-values (dqn) or action logits (actor-critic kinds)
-and the greedy action, their argmax.
+state across steps. Outputs: the Q-values (dqn) or the policy head's output (actor-critic
+kinds: logits, or a Gaussian's mean) and the greedy action: the argmax (Discrete), the
+per-dimension argmax (MultiDiscrete), p > 0.5 (MultiBinary), the mean action clipped or
+squashed into the bounds (Box). Action masks are not inputs of the graph.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from raydl import registry
 from raydl.envs.spec import EnvSpec
 from raydl.errors import ConfigError
 from raydl.export import Exportable, load_onnx, run_onnx
+from raydl.rl.distributions import mode_to_env
 from raydl.rl.networks import QNetwork
+from raydl.rl.policy import is_actor_critic
 
 INPUT = "obs"
 OUTPUT_ACTION = "action"
@@ -78,6 +82,8 @@ class GreedyPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         values = self.net(self.adapt(obs))
+        if is_actor_critic(self.net):
+            return values, mode_to_env(self.net.actions, self.net.distribution(values).mode())
         return values, values.argmax(dim=1)
 
 
@@ -100,7 +106,7 @@ def batch(observations: list[Any], space: spaces.Space[Any], env_id: str) -> np.
 def exportable(directory: Path, cfg: Any) -> Exportable:
     """The greedy policy of an RL checkpoint, raw observations in (registry entry point)."""
     env = registry.check(cfg)
-    space = env.observation_space
+    space = env.policy_observation_space
     shape, dtype = raw_input(space, env.env_id)
     net = registry.algorithm_class(cfg.kind).load_policy(directory, cfg, env)
     policy = GreedyPolicy(net, space, env.transform).eval()
@@ -108,18 +114,20 @@ def exportable(directory: Path, cfg: Any) -> Exportable:
     example = batch([space.sample() for _ in range(3)], space, env.env_id)
     if np.issubdtype(dtype, np.floating):  # unbounded Box samples can be huge: keep it small
         example = rng.standard_normal((3, *shape)).astype(dtype)
-    values = "q_values" if isinstance(net, QNetwork) else "logits"  # else an actor-critic's
+    values = "q_values" if isinstance(net, QNetwork) else "logits"
+    if is_actor_critic(net) and net.actions.kind == "gaussian":
+        values = "mean"
     return Exportable(policy, (torch.from_numpy(example),), (INPUT,), (values, OUTPUT_ACTION),
                       what=f"{env.env_id} greedy policy")
 
 
-def onnx_policy(path: Path, env: EnvSpec) -> Callable[[np.ndarray], int]:
+def onnx_policy(path: Path, env: EnvSpec) -> Callable[[np.ndarray], Any]:
     """The greedy action of an exported policy for one raw observation, by onnxruntime;
     a one-line error when the file does not take this env's observations."""
     session = load_onnx(path)
     inputs = session.get_inputs()
     names = [o.name for o in session.get_outputs()]
-    shape, dtype = raw_input(env.observation_space, env.env_id)
+    shape, dtype = raw_input(env.policy_observation_space, env.env_id)
     if len(inputs) != 1 or OUTPUT_ACTION not in names:
         raise ConfigError(f"{path}: not a raydl policy (expects one input and an "
                           f"'{OUTPUT_ACTION}' output, has inputs {[i.name for i in inputs]}, "
@@ -133,9 +141,10 @@ def onnx_policy(path: Path, env: EnvSpec) -> Callable[[np.ndarray], int]:
     action_index = names.index(OUTPUT_ACTION)
     name = inputs[0].name
 
-    def act(obs: np.ndarray) -> int:
+    def act(obs: np.ndarray) -> Any:
         feed = np.asarray(obs, dtype=dtype)[None]
-        return int(run_onnx(session, [name], [feed])[action_index][0])
+        action = np.asarray(run_onnx(session, [name], [feed])[action_index][0])
+        return int(action) if action.ndim == 0 else action
 
     return act
 

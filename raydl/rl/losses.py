@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from raydl.nn import elementwise_loss
+from raydl.rl.distributions import Categorical, Distribution
 
 
 def td_target(
@@ -174,7 +175,7 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def actor_critic_loss(
-    logits: torch.Tensor,
+    policy: torch.Tensor | Distribution,
     values: torch.Tensor,
     actions: torch.Tensor,
     advantages: torch.Tensor,
@@ -182,10 +183,14 @@ def actor_critic_loss(
     vf_coef: float,
     ent_coef: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """policy loss + vf_coef * value loss - ent_coef * entropy, and its parts."""
-    pg = policy_gradient_loss(logits, actions, advantages)
+    """policy loss + vf_coef * value loss - ent_coef * entropy, and its parts.
+
+    `policy`: the action distribution of the batch (raydl.rl.distributions), or the
+    logits of a categorical one; `actions` are its raw actions."""
+    dist = Categorical(policy) if isinstance(policy, torch.Tensor) else policy
+    pg = -(dist.log_prob(actions) * advantages.detach()).mean()
     vf = value_loss(values, returns)
-    ent = entropy(logits)
+    ent = dist.entropy().mean()
     total = pg + vf_coef * vf - ent_coef * ent
     parts = {"pg_loss": float(pg.detach()), "value_loss": float(vf.detach()),
              "entropy": float(ent.detach())}

@@ -4,9 +4,12 @@ frames, with an optional dueling head."""
 from __future__ import annotations
 
 import torch
+from gymnasium import spaces
 from torch import nn
 
 from raydl.nn import mlp
+from raydl.rl.actions import ActionSpec, action_spec
+from raydl.rl.distributions import Distribution, make_distribution, mode_to_env
 
 
 class NatureCNN(nn.Module):
@@ -75,30 +78,37 @@ class QNetwork(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """A trunk with a policy head (action logits) and a value head V(s).
+    """A trunk with a policy head and a value head V(s).
 
+    `actions`: the ActionSpec of the env's action space (raydl.rl.distributions), or an
+    int n for Discrete(n). The policy head gives its distribution's parameters (logits,
+    or the Gaussian mean; a Gaussian's log std is a learned state-independent vector).
     `shared=True` (A3C's network): one trunk feeds both heads. `shared=False`: the
     encoder is shared (a CNN on pixels, nothing on vectors) but policy and value get
     their own hidden layers, like SB3's MlpPolicy; on small control tasks this keeps the
     value loss from swamping the policy gradient in the shared layers.
-    `forward` returns the logits, so greedy evaluation (argmax) treats it like a
-    Q-network. Orthogonal initialisation with small policy-head gains (as in OpenAI
-    Baselines and SB3) starts from a near-uniform policy, which A2C is sensitive to.
+    `forward` returns the head's output (for Discrete the logits, so greedy evaluation
+    of a Discrete policy is their argmax, as for a Q-network). Orthogonal initialisation
+    with small policy-head gains (as in OpenAI Baselines and SB3) starts from a
+    near-uniform policy, which A2C is sensitive to.
     """
 
     def __init__(
         self,
         obs_shape: int | tuple[int, ...],
-        num_actions: int,
+        actions: int | ActionSpec,
         hidden: list[int],
         activation: str = "tanh",
         shared: bool = True,
+        log_std_init: float = 0.0,
     ) -> None:
         super().__init__()
+        self.actions = actions if isinstance(actions, ActionSpec) else action_spec(
+            spaces.Discrete(actions))
         self.encoder, in_features = make_encoder(obs_shape)
         self.trunk, width = mlp(in_features, hidden, activation)
         self.value_trunk = None if shared else mlp(in_features, hidden, activation)[0]
-        self.policy = nn.Linear(width, num_actions)
+        self.policy = nn.Linear(width, self.actions.size)
         self.value = nn.Linear(width, 1)
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -106,6 +116,10 @@ class ActorCritic(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
         nn.init.orthogonal_(self.value.weight, gain=1.0)
+        # Registered last, and only for Gaussians: Discrete nets keep their parameter
+        # order (and flat weight vectors) as before.
+        self.log_std = (nn.Parameter(torch.full((self.actions.size,), float(log_std_init)))
+                        if self.actions.kind == "gaussian" else None)
 
     def _encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.encoder(obs.float() if obs.dim() == 2 else obs)
@@ -114,8 +128,24 @@ class ActorCritic(nn.Module):
         return self.policy(self.trunk(self._encode(obs)))
 
     def logits_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both heads over one encoder pass: (logits (B, A), values (B,))."""
+        """Both heads over one encoder pass: (head output (B, size), values (B,))."""
         encoded = self._encode(obs)
         features = self.trunk(encoded)
         value_features = features if self.value_trunk is None else self.value_trunk(encoded)
         return self.policy(features), self.value(value_features).squeeze(-1)
+
+    def distribution(self, params: torch.Tensor, mask: torch.Tensor | None = None) -> Distribution:
+        """The action distribution of a head output (B, size); `mask` (B, size) bool."""
+        return make_distribution(self.actions, params, self.log_std, mask)
+
+    def distribution_and_value(
+        self, obs: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[Distribution, torch.Tensor]:
+        """pi(.|s) (masked actions get probability 0) and V(s) (B,), one encoder pass."""
+        params, values = self.logits_and_value(obs)
+        return self.distribution(params, mask), values
+
+    def greedy(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The greedy env action of each observation: the distribution's mode (the mean
+        action of a Gaussian, clipped or squashed into the bounds)."""
+        return mode_to_env(self.actions, self.distribution(self(obs), mask).mode())

@@ -26,8 +26,9 @@ def test_kind_sets_defaults_and_contradictions_are_one_line_errors() -> None:
         load_experiment("a2c_cartpole", ["algo.asynchronous=true"])
     with pytest.raises(ConfigError, match="allowed: 'episode'"):
         load_experiment("reinforce_cartpole", ["algo.returns=gae"])
-    with pytest.raises(ConfigError, match="Box action space"):
-        registry.check(load_experiment({"kind": "a3c", "env": "Pendulum-v1"}))
+    with pytest.raises(ConfigError, match="algo.squash: true is for Box action spaces"):
+        registry.check(load_experiment({"kind": "a3c", "env": "CartPole-v1",
+                                        "algo": {"squash": True}}))
     with pytest.raises(ConfigError, match="sync_weights_every"):
         load_experiment("a2c_cartpole", ["runners.sync_weights_every=4"])
 

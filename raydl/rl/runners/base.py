@@ -126,6 +126,7 @@ class RunnerBase(ABC):
         # fails inside a request, whose error reaches the learner (a failing actor
         # constructor would only kill the actor).
         self.obs: np.ndarray | None = None
+        self.reset_info: dict[str, Any] = {}  # of the last reset (action masks live there)
         self.pending_seeds: list[int] | None = None
         mark(f"runner {runner_index}: constructed")
 
@@ -200,7 +201,7 @@ class RunnerBase(ABC):
         """`envs.reset(seed=seeds)`, recreating the env (with fresh seeds) when it raises."""
         while True:
             try:
-                obs, _ = self.envs.reset(seed=seeds)
+                obs, self.reset_info = self.envs.reset(seed=seeds)  # info: action masks
                 return obs
             except Exception as exc:
                 self._env_failed("reset", exc)
