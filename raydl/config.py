@@ -95,6 +95,32 @@ class CheckpointConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases: the config and every metrics row in a W&B run (pip install
+    'raydl[wandb]'; WANDB_MODE=offline writes the run under RUN_DIR/wandb to sync later)."""
+
+    enabled: bool = param(False, "log the config and each metrics row to a W&B run")
+    project: str = param("raydl", "W&B project")
+    entity: str | None = param(None, "W&B entity (user or team); none: your default")
+    tags: list[str] = param(default_factory=list, help="tags of the W&B run")
+    log_checkpoints: bool = param(False, "upload each checkpoint as a W&B artifact")
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow: the config as params and every metrics row as metrics of an MLflow run
+    (pip install 'raydl[mlflow]')."""
+
+    enabled: bool = param(False, "log the config and each metrics row to an MLflow run")
+    tracking_uri: str | None = param(
+        None, "MLflow tracking URI; none: $MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db "
+        "(a search: SEARCH_DIR/mlflow.db)"
+    )
+    experiment: str = param("raydl", "MLflow experiment name")
+    log_checkpoints: bool = param(False, "log each checkpoint as MLflow run artifacts")
+
+
+@dataclass
 class EvalConfig:
     """Evaluation during training (RL kinds): whole episodes of the greedy policy on seeds
     of their own, in an eval runner actor beside training (in the driver when
@@ -128,6 +154,8 @@ class LogConfig:
     progress: bool = param(True, "show a live progress line")
     tensorboard: bool = param(True, "write TensorBoard event files")
     curve: bool = param(True, "write curve.png at each checkpoint and at the end")
+    wandb: WandbConfig = section(WandbConfig, "Weights & Biases tracking")
+    mlflow: MlflowConfig = section(MlflowConfig, "MLflow tracking")
 
 
 # Choices that several experiment sections share (raydl.nn builds what they name).

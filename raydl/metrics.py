@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -33,13 +33,33 @@ VIDEO_KEY = "eval_video"  # a row's video file, relative to the run directory
 TB_VIDEO_SIDE = 240  # TensorBoard videos are GIFs in memory: keep them small
 
 
-class MetricsWriter:
-    """Appends one JSON line per iteration, mirrors numbers to TensorBoard, plots."""
+class RowSink(Protocol):
+    """Where rows go besides the run's files: the experiment trackers (raydl.trackers)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, curve: bool = True) -> None:
+    def start(self, kept: list[dict[str, Any]]) -> None:
+        """Once, with the rows metrics.jsonl holds before the first new one."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Each new row."""
+
+    def artifact(self, path: Path, name: str) -> None:
+        """Each checkpoint written."""
+
+    def close(self) -> None:
+        """When the writer closes."""
+
+
+class MetricsWriter:
+    """Appends one JSON line per iteration, mirrors numbers to TensorBoard and to the
+    experiment trackers, plots."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, curve: bool = True,
+                 trackers: RowSink | None = None) -> None:
         self.run_dir = run_dir
         self.path = run_dir / METRICS_FILE
         self.curve = curve
+        self.trackers = trackers
+        self.started = False  # whether the trackers have been given the kept rows
         self.tb: Any = self._open_tensorboard() if tensorboard else None
         self.fh: TextIO = open(self.path, "a")
 
@@ -66,10 +86,21 @@ class MetricsWriter:
         if self.tb is not None:
             self.tb.close()
             self.tb = self._open_tensorboard(purge_step=max((self.step(r) for r in rows), default=-1) + 1)
+        self.begin(rows)
+
+    def begin(self, kept: list[dict[str, Any]] | None = None) -> None:
+        """Start the trackers (once) with the rows the run keeps, by default those the
+        file holds now; before the first new row at the latest."""
+        if self.trackers is not None and not self.started:
+            self.trackers.start(read_metrics(self.run_dir) if kept is None else kept)
+        self.started = True
 
     def write(self, metrics: dict[str, Any]) -> None:
+        self.begin()
         self.fh.write(json.dumps(metrics) + "\n")
         self.fh.flush()
+        if self.trackers is not None:
+            self.trackers.log(metrics)
         if self.tb is not None:
             step = self.step(metrics)
             for key, value in metrics.items():
@@ -123,10 +154,17 @@ class MetricsWriter:
         tmp.replace(out)
         return out
 
+    def artifact(self, path: Path, name: str) -> None:
+        """A checkpoint just written, for the trackers that keep checkpoints."""
+        if self.trackers is not None:
+            self.trackers.artifact(path, name)
+
     def close(self) -> None:
         self.fh.close()
         if self.tb is not None:
             self.tb.close()
+        if self.trackers is not None:
+            self.trackers.close()
 
 
 def _fmt(value: Any) -> str:

@@ -162,7 +162,11 @@ def headline(cfg: Any) -> str:
 def check(cfg: Any) -> Any:
     """The kind's check step: everything about the world an experiment needs (its env and
     spaces, data files, weights, CUDA), checked once before any work and before any run
-    directory exists. Returns what the algorithm is handed (an EnvSpec for RL kinds)."""
+    directory exists. Returns what the algorithm is handed (an EnvSpec for RL kinds).
+    The experiment trackers `log:` turns on are checked first, for every kind."""
+    from raydl import trackers
+
+    trackers.check(cfg.log)
     return resolve(spec(cfg.kind).check)(cfg)
 
 

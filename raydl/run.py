@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from raydl import checkpoint as ckpt
-from raydl import registry
+from raydl import registry, trackers
 from raydl.config import StopConfig, dump_yaml, load_experiment
 from raydl.errors import CheckpointError, ConfigError, Interrupted
 from raydl.metrics import MetricsWriter, Progress, read_metrics
@@ -270,7 +270,7 @@ def _step_until_stopped(
     cfg: Any, algo: Any, run_dir: Path, restore_from: Path | None, show: bool,
 ) -> RunResult:
     """Step a stepped algorithm until a stop criterion, writing metrics and checkpoints."""
-    writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
+    writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve, trackers.for_run(cfg, run_dir))
     history: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
     start, prior_time = time.monotonic(), 0.0
@@ -281,14 +281,16 @@ def _step_until_stopped(
             rows = [r for r in read_metrics(run_dir) if r["iteration"] <= algo.iteration]
             prior_time = rows[-1]["time_total_s"] if rows else 0.0
             metrics = rows[-1] if rows else {}
+        writer.begin()  # the trackers' runs, before any work (a login that fails, fails now)
         start_steps = int(metrics.get("env_steps", 0))
         bar = Progress(cfg.stop.env_steps, "env steps", HEADLINE, enabled=show,
                        start_done=start_steps)
 
         def save() -> Path:
-            return ckpt.write_checkpoint(
-                run_dir / "checkpoints", algo.iteration, algo.save, cfg.checkpoint.keep
-            )
+            path = ckpt.write_checkpoint(run_dir / "checkpoints", algo.iteration, algo.save,
+                                         cfg.checkpoint.keep)
+            writer.artifact(path, path.name)
+            return path
 
         last_ckpt: Path | None = None
         reason = stop_reason(cfg.stop, metrics, prior_time) if metrics else None

@@ -35,6 +35,7 @@ from typing import Any
 from raydl import registry
 from raydl.config import dump_yaml
 from raydl.errors import ConfigError
+from raydl.trackers import tracking_env_kept, tune_callbacks
 from raydl.tune_spec import TuneSpec, yaml_value, load_tune_spec, trial_experiment
 
 TRIALS_CSV, BEST_YAML, TRIALS_PNG = "trials.csv", "best.yaml", "trials.png"
@@ -94,6 +95,9 @@ def train_kind_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
     cfg.log.progress = False
+    # Ray's tracker callbacks log every trial from the driver (tune_callbacks): a trial
+    # logging to the same trackers itself would make each row twice.
+    cfg.log.wandb.enabled = cfg.log.mlflow.enabled = False
     registry.algorithm_class(cfg.kind).fit(cfg, run_dir, resume=False, progress=False,
                                            callbacks=[TuneReportCallback()])
 
@@ -250,6 +254,7 @@ def _tuner(spec: TuneSpec, storage: Path, name: str, restore: bool) -> Any:
         # minutes by default): a user watching it saw nothing until then. The folder is
         # local, so a copy every few seconds costs nothing.
         sync_config=tune.SyncConfig(sync_period=RESULTS_SYNC_S),
+        callbacks=tune_callbacks(spec.cfg.log, storage / name, name) or None,
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config), max_concurrent
 
@@ -266,7 +271,7 @@ def tune_experiment(
 ) -> Any:
     """Run (or resume) a search; returns Ray Tune's ResultGrid. Writes trials.csv,
     best.yaml and trials.png next to Tune's own files."""
-    from raydl.runtime import init_ray
+    from raydl.runtime import init_ray, module_files
 
     if resume is not None:
         folder = Path(resume)
@@ -293,8 +298,6 @@ def tune_experiment(
     # watches the controller with Ray's State API, served by the dashboard. Without it
     # each stopped trial keeps its workers' CPUs for good and the search stalls.
     runner = registry.spec(spec.cfg.kind).runner  # trials' runner actors start on preloaded workers
-    from raydl.runtime import module_files
-
     init_ray(address, state_api=not spec.stepped, preload=[runner] if runner else [],
              ship=module_files(spec.cfg))
     tuner, max_concurrent = _tuner(spec, storage, name, restore=resume is not None)
@@ -309,7 +312,8 @@ def tune_experiment(
     if echo:
         print(f"raydl tune: {spec.name}, {spec.tune.num_samples} samples, {spec.tune.scheduler.type}, "
               f"metric {spec.metric} ({spec.mode}), up to {max_concurrent} trials at once; in {folder}", flush=True)
-    results = tuner.fit()
+    with tracking_env_kept():
+        results = tuner.fit()
     summary = write_outputs(spec, results, folder)
     if echo:
         print(summary, flush=True)

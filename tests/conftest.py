@@ -1,6 +1,12 @@
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# Tests never reach W&B's servers: runs with log.wandb on write offline runs. Set before
+# Ray starts, so Ray's workers (Ray Train workers, Tune's W&B logging actors) see it too.
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
 
 
 @pytest.fixture(scope="session")

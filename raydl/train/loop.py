@@ -203,6 +203,7 @@ def epoch_loop(config: dict[str, Any]) -> None:
 
     from raydl import registry
     from raydl.metrics import MetricsWriter
+    from raydl.trackers import for_run
 
     mark("worker: train function started")
     cls = registry.config_class(config["experiment"]["kind"])
@@ -215,7 +216,7 @@ def epoch_loop(config: dict[str, Any]) -> None:
     counters = _restore(task, device)
     writer: MetricsWriter | None = None
     if rank == 0:
-        writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve)
+        writer = MetricsWriter(run_dir, cfg.log.tensorboard, cfg.log.curve, for_run(cfg, run_dir))
         writer.truncate_after(counters.epoch)
     mark("worker: first epoch starts")
     try:

@@ -100,6 +100,8 @@ def report_epoch(
         if save and rank == 0:
             write(Path(tmp))
             report_ckpt = Checkpoint.from_directory(tmp)
+            if writer is not None:  # the trackers copy it now: tmp goes once reported
+                writer.artifact(Path(tmp), f"epoch_{epoch:06d}")
         if writer is not None:
             writer.write(metrics)
         ray.train.report(metrics, checkpoint=report_ckpt,

@@ -16,6 +16,7 @@ from raydl.checkpoint import latest_epoch_checkpoint
 from raydl.cli import main
 from raydl.errors import CheckpointError, ConfigError
 from tests.made_data import image_folder, write_idx
+from tests.tracker_readback import expected, held, tracker_ids
 from raydl.metrics import read_metrics
 from raydl.run import train
 
@@ -43,9 +44,11 @@ def _epochs(run_dir: Path) -> list[int]:
 
 def test_killed_worker_recovery_then_resume_and_a_corrupted_checkpoint(tmp_path: Path) -> None:
     """One 5-epoch fit serves three checks (each fit pays Ray Train's start-up): a worker
-    killed mid-epoch, `--resume` of the finished run, and a cut-short checkpoint."""
+    killed mid-epoch, `--resume` of the finished run, and a cut-short checkpoint; and the
+    experiment trackers the rank-0 worker feeds hold metrics.jsonl's rows all along."""
     # Small batches make each epoch last a few seconds, so the kill lands mid-epoch.
-    args = QUIET + ["train.epochs=5", "train.batch_size=4", "scaling.max_failures=2"]
+    args = QUIET + ["train.epochs=5", "train.batch_size=4", "scaling.max_failures=2",
+                    "log.wandb.enabled=true", "log.mlflow.enabled=true"]
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(
         run=train("cnn_digits", args, out=tmp_path, progress=False, echo=False)))
@@ -85,6 +88,11 @@ def test_killed_worker_recovery_then_resume_and_a_corrupted_checkpoint(tmp_path:
     m = run.metrics
     assert m["workers"] == 2 and 0.3 < m["val_accuracy"] <= 1.0 and "test_accuracy" in m
     assert run.checkpoint is not None and run.checkpoint.name == "epoch_000005"
+    # The killed rank 0 never closed its tracker runs: its successor's new ones got the kept
+    # rows first, then its own.
+    rows, ids = expected(run.run_dir), tracker_ids(run.run_dir)
+    assert [r["epoch"] for _, r in rows] == [1, 2, 3, 4, 5]
+    assert held(run.run_dir) == {"wandb": rows, "mlflow": rows}
     epoch_s = [r["epoch_time_s"] for r in rows_at_kill]
     print(f"\nworker killed after epoch {rows_at_kill[-1]['epoch']} rows; new worker group "
           f"after {group_up_s if group_up_s is not None else float('nan'):.1f}s, its first "
@@ -116,6 +124,8 @@ def test_killed_worker_recovery_then_resume_and_a_corrupted_checkpoint(tmp_path:
     assert second.metrics["restores"] == m["restores"] + 1
     assert json.loads((second.checkpoint / "state.json").read_text())["epoch"] == 6
     assert second.checkpoint == torn and (torn / "model.pt").stat().st_size > 5000  # written whole
+    rows = expected(run.run_dir)  # the finished run's tracker runs, continued
+    assert tracker_ids(run.run_dir) == ids and held(run.run_dir) == {"wandb": rows, "mlflow": rows}
 
 
 def test_a_data_error_after_some_epochs_keeps_the_run_directory(tmp_path: Path) -> None:

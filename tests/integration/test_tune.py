@@ -105,9 +105,12 @@ def test_a_trial_that_raises_is_retried_and_the_search_completes(tmp_path: Path)
 # a Ray Train trial ended by Tune can keep its workers' placement group on such a Ray (see
 # raydl.tune: `raydl tune` starts the State API for these kinds; this shared session
 # cannot). Tests that need the session's CPUs come before it.
-def test_a_ray_train_trial_with_two_workers_inside_tune(tmp_path: Path) -> None:
+def test_a_ray_train_trial_with_two_workers_inside_tune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = tune_experiment("tune_cnn_digits", ["train.epochs=2", "tune.scheduler.max_t=2",
-                                                   "tune.scheduler.grace_period=1"],
+                                                   "tune.scheduler.grace_period=1", "log.mlflow.enabled=true"],
                               num_samples=1, out=tmp_path / "tune", echo=False)
     (result,) = list(results)
     assert result.error is None
@@ -115,6 +118,13 @@ def test_a_ray_train_trial_with_two_workers_inside_tune(tmp_path: Path) -> None:
     assert 0.3 < result.metrics["val_accuracy"] <= 1.0
     folder = _search_dir(tmp_path / "tune")
     assert load_experiment(folder / BEST_YAML).kind == "classify"
+    # The trial's epochs reach MLflow once, through Ray's callback in the driver; the
+    # trial's own rank-0 worker, which feeds the trackers in a `raydl run`, logs to none.
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("raydl").experiment_id])
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "epoch")] == [(1, 1), (2, 2)]
+    assert list(folder.glob("*/run/metrics.jsonl"))  # the trial's run directory, synced here
+    assert not list(folder.glob("*/run/trackers.json")) and not list(folder.glob("*/run/mlflow.db"))
 
 
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
