@@ -21,7 +21,8 @@ Sides
   CartPole-v1: n_envs 8, n_steps 32, batch_size 256, gae_lambda 0.8, gamma 0.98,
   n_epochs 20, ent_coef 0.0, learning_rate lin_0.001, clip_range lin_0.2, MlpPolicy;
   Pendulum-v1: n_envs 4, n_steps 1024, gae_lambda 0.95, gamma 0.9, n_epochs 10,
-  ent_coef 0.0, learning_rate 1e-3, clip_range 0.2, MlpPolicy, without gSDE (the zoo's
+  ent_coef 0.0, learning_rate 1e-3, clip_range 0.2, MlpPolicy, `normalize: true`
+  (VecNormalize of observations and rewards, gamma 0.9, as the zoo passes it), without gSDE (the zoo's
   use_sde / sde_sample_freq 4 left out, as raydl has no gSDE); the rest SB3's defaults.
   The zoo's `lin_X` decays linearly to 0 over `total_timesteps`, here --max-steps (the
   zoo's own budget is 1e5 for both, the CartPole default here). make_vec_env
@@ -69,7 +70,7 @@ ZOO_PPO: dict[str, dict[str, Any]] = {
                      n_epochs=20, ent_coef=0.0, learning_rate=("lin", 0.001),
                      clip_range=("lin", 0.2)),
     "pendulum": dict(n_envs=4, n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10,
-                     ent_coef=0.0, learning_rate=1e-3, clip_range=0.2),
+                     ent_coef=0.0, learning_rate=1e-3, clip_range=0.2, normalize=True),
 }
 
 
@@ -112,7 +113,12 @@ def sb3_child(task: str, seed: int, max_steps: int, target: float) -> dict[str, 
     torch.set_num_threads(1)
     hp = {k: _zoo_value(v) for k, v in ZOO_PPO[task].items()}
     start = time.perf_counter()
+    normalize = hp.pop("normalize", False)
     env = make_vec_env(TASKS[task], n_envs=hp.pop("n_envs"), seed=seed)
+    if normalize:  # the zoo's `normalize: true`: VecNormalize with the algorithm's gamma
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize(env, gamma=hp["gamma"])
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
     watch = Watch()
     model.learn(total_timesteps=max_steps, callback=watch)
