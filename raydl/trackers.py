@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from raydl.errors import ConfigError, TrainingError, one_line
+from raydl.files import write_atomic
 from raydl.metrics import MetricsWriter
 
 TRACKERS_FILE = "trackers.json"
@@ -301,9 +302,7 @@ def read_state(run_dir: Path) -> dict[str, Any]:
 
 def write_state(run_dir: Path, state: dict[str, Any]) -> None:
     """trackers.json, replaced whole (a kill mid-write leaves the previous one)."""
-    tmp = run_dir / (TRACKERS_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(run_dir / TRACKERS_FILE)
+    write_atomic(json.dumps(state, indent=1), run_dir / TRACKERS_FILE)
 
 
 def tune_callbacks(log: LogConfig, folder: Path, name: str) -> list[Any]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from raydl.files import write_atomic
+
 # libx264 with yuv420p needs even frame sides; imageio would otherwise round them up to a
 # multiple of 16 and warn (CartPole renders 600 x 400).
 _MACRO_BLOCK = 2
@@ -21,14 +23,6 @@ def mp4_bytes(frames: list[np.ndarray], fps: int) -> bytes:
 
     return bytes(iio.imwrite("<bytes>", np.stack(frames), extension=".mp4", plugin="FFMPEG",
                              fps=fps, macro_block_size=_MACRO_BLOCK))
-
-
-def write_atomic(data: bytes, path: Path) -> None:
-    """`data` to `path` through a temporary name, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def read_mp4(path: Path) -> np.ndarray:

@@ -38,7 +38,8 @@ from raydl.config import RLExperiment, dump_yaml
 from raydl.envs.spec import EnvSpec
 from raydl.rl.evaluate import eval_epsilon, play_greedy
 from raydl.rl.runners.base import runner_info
-from raydl.video import mp4_bytes, write_atomic
+from raydl.files import write_atomic
+from raydl.video import mp4_bytes
 
 EVAL_STATE = "eval.json"  # in each training checkpoint: the best evaluation so far
 BEST_DIR = "best"  # under checkpoints/: not iter_*, so never resumed from nor rotated

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 PRIOR_COUNT = 1e-4  # SB3 RunningMeanStd's epsilon: a pseudo-count of mean 0, var 1
+EPSILON = 1e-8  # SB3 VecNormalize's: keeps the divisor of a constant feature off zero
 
 
 @dataclass
@@ -135,7 +136,7 @@ class ObsNormalizer:
 
     shape: tuple[int, ...]
     clip: float = 10.0
-    epsilon: float = 1e-8
+    epsilon: float = EPSILON
     prior_count: float = PRIOR_COUNT
     stats: SharedStats = field(init=False)
 
@@ -172,7 +173,7 @@ class RewardScaler:
     num_envs: int
     gamma: float
     clip: float = 10.0
-    epsilon: float = 1e-8
+    epsilon: float = EPSILON
     prior_count: float = PRIOR_COUNT
     stats: SharedStats = field(init=False)
     returns: np.ndarray = field(init=False)

@@ -10,10 +10,7 @@ from torch import nn
 from raydl.rl.actions import ActionSpec
 from raydl.rl.distributions import Distribution
 from raydl.rl.networks import ActorCritic
-from raydl.rl.normalize import RunningMeanStd
-
-EPSILON = 1e-8  # ObsNormalizer's default
-
+from raydl.rl.normalize import EPSILON, RunningMeanStd
 
 class NormalizedPolicy(nn.Module):
     """`net(clip((obs - mean) / sqrt(var + eps)))`, in float64 as the runners compute it;
