@@ -30,6 +30,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 VIDEO_KEY = "eval_video"  # a row's video file, relative to the run directory
+VIDEO_DIR = "videos"  # where the run directory keeps evaluations' videos
 TB_VIDEO_SIDE = 240  # TensorBoard videos are GIFs in memory: keep them small
 
 

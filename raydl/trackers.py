@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from raydl.errors import ConfigError, TrainingError, one_line
 from raydl.files import write_atomic
-from raydl.metrics import MetricsWriter
+from raydl.metrics import VIDEO_DIR, VIDEO_KEY, MetricsWriter
 
 TRACKERS_FILE = "trackers.json"
 NAMES = ("wandb", "mlflow")
@@ -98,6 +98,9 @@ class Tracker(Protocol):
     def log(self, values: dict[str, float], step: int) -> None:
         """One metrics row's numbers at `step`."""
 
+    def video(self, path: Path, step: int) -> None:
+        """An evaluation's video file (MP4) of the row at `step`; after that row's `log`."""
+
     def artifact(self, path: Path, name: str) -> None:
         """A checkpoint directory, kept under `name`."""
 
@@ -126,6 +129,11 @@ class WandbTracker:
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
+
+    def video(self, path: Path, step: int) -> None:
+        # A file path: W&B copies the MP4 as it is (frames would need moviepy to encode).
+        # The same step as the row's numbers: W&B merges both into that row.
+        self.run.log({VIDEO_KEY: self.wandb.Video(str(path))}, step=step)
 
     def artifact(self, path: Path, name: str) -> None:
         if self.section.log_checkpoints:
@@ -194,6 +202,11 @@ class MlflowTracker:
     def artifact(self, path: Path, name: str) -> None:
         if self.section.log_checkpoints:
             self.client.log_artifacts(self.run_id, str(path), artifact_path=f"checkpoints/{name}")
+
+    def video(self, path: Path, step: int) -> None:
+        # MLflow has no video type: the MP4 is an artifact beside the run's metrics, under
+        # the name the run directory gives it (videos/iteration_N.mp4).
+        self.client.log_artifact(self.run_id, str(path), artifact_path=VIDEO_DIR)
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.run_id, self.STATUS[status])
@@ -266,8 +279,11 @@ class Trackers:
         if self.open is None:
             self.start([])
         assert self.open is not None
+        video = row.get(VIDEO_KEY)
         for tracker in self.open.values():
             tracker.log(numbers(row), MetricsWriter.step(row))
+            if isinstance(video, str) and (self.run_dir / video).is_file():
+                tracker.video(self.run_dir / video, MetricsWriter.step(row))
         self.last_iteration = int(row.get("iteration", self.last_iteration))
 
     def artifact(self, path: Path, name: str) -> None:

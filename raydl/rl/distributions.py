@@ -61,16 +61,27 @@ class Categorical:
             raise ValueError("action_mask: a state with every action masked")
         self.mask = None if mask is None else mask.bool()
         self.logits = _masked(logits, mask)
+        self._log_probs: torch.Tensor | None = None
+
+    def _normalized(self) -> torch.Tensor:
+        """log softmax(logits), computed once for log_prob and entropy (PPO takes both).
+        One computed under no_grad from trainable logits is not kept: a later call with
+        gradients must not get a detached copy."""
+        if self._log_probs is not None:
+            return self._log_probs
+        log_probs = torch.log_softmax(self.logits, dim=-1)
+        if torch.is_grad_enabled() or not self.logits.requires_grad:
+            self._log_probs = log_probs
+        return log_probs
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return _gumbel_argmax(self.logits.detach().double().cpu().numpy(), rng)
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.log_softmax(self.logits, dim=-1)
-        return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return self._normalized().gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
     def entropy(self) -> torch.Tensor:
-        log_probs = torch.log_softmax(self.logits, dim=-1)
+        log_probs = self._normalized()
         terms = log_probs.exp() * log_probs
         if self.mask is not None:  # exactly 0 for masked actions, whatever the float says
             terms = torch.where(self.mask, terms, 0.0)

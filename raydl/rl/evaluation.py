@@ -39,11 +39,11 @@ from raydl.envs.spec import EnvSpec
 from raydl.rl.evaluate import eval_epsilon, play_greedy
 from raydl.rl.runners.base import runner_info
 from raydl.files import write_atomic
+from raydl.metrics import VIDEO_DIR, VIDEO_KEY
 from raydl.video import mp4_bytes
 
 EVAL_STATE = "eval.json"  # in each training checkpoint: the best evaluation so far
 BEST_DIR = "best"  # under checkpoints/: not iter_*, so never resumed from nor rotated
-VIDEO_DIR = "videos"
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ class Evaluated:
         if outcome.mp4 is not None and self.run_dir is not None:
             name = f"{VIDEO_DIR}/iteration_{self.snapshot_iteration:06d}.mp4"
             write_atomic(outcome.mp4, self.run_dir / name)
-            metrics["eval_video"] = name
+            metrics[VIDEO_KEY] = name
         return metrics
 
     def save(self, directory: Path) -> None:

@@ -21,7 +21,9 @@ while the learner trains, acting one policy behind (`staleness_mean`).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,32 +138,51 @@ class PPO:
                 parts[key].append(value.flatten(0, 1)[valid])
         return {k: torch.cat(v).to(self.device) for k, v in parts.items()}
 
+    def _minibatches(self, batch: Batch) -> Iterator[tuple[int, Batch]]:
+        """(epoch, minibatch) for `epochs` x `minibatches` passes over `batch`, advantages
+        standardized per minibatch. With one minibatch per epoch, every epoch is the whole
+        batch, whose order a mean loss does not see: no permutation, no copies, and its
+        advantages standardized once (rl-zoo's CartPole settings update this way)."""
+        algo, n = self.cfg.algo, len(batch["action"])
+        count = min(algo.minibatches, n)
+        if count == 1:
+            if algo.normalize_advantage:
+                batch = {**batch, "advantage": normalize_advantages(batch["advantage"])}
+            for epoch in range(algo.epochs):
+                yield epoch, batch
+            return
+        for epoch, idx in ppo_minibatches(n, algo.epochs, count, self.shuffle):
+            minibatch = {k: v[idx] for k, v in batch.items()}
+            if algo.normalize_advantage:
+                minibatch["advantage"] = normalize_advantages(minibatch["advantage"])
+            yield epoch, minibatch
+
     def _update(self, batch: Batch, stats: dict[str, list[float]]) -> None:
         """`epochs` x `minibatches` gradient steps on one batch (see the module's doc)."""
-        algo, n = self.cfg.algo, len(batch["action"])
-        if n == 0:  # every env of every rollout paid a NaN/inf: nothing to learn from
+        algo = self.cfg.algo
+        if len(batch["action"]) == 0:  # every env of every rollout paid a NaN/inf
             return
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(self.book.env_steps)
         clip = self.clip(self.book.env_steps)
         epochs_done, first = 0, True
-        for epoch, idx in ppo_minibatches(n, algo.epochs, min(algo.minibatches, n), self.shuffle):
+        for epoch, mb in self._minibatches(batch):
             epochs_done = epoch + 1
-            mask = batch["mask"][idx] if "mask" in batch else None
-            dist, values = self.net.distribution_and_value(batch["obs"][idx], mask)
-            log_prob = dist.log_prob(batch["action"][idx])
-            adv = batch["advantage"][idx]
-            adv = normalize_advantages(adv) if algo.normalize_advantage else adv
-            surrogate = clipped_surrogate(log_prob, batch["log_prob"][idx], adv, clip)
+            dist, values = self.net.distribution_and_value(mb["obs"], mb.get("mask"))
+            log_prob = dist.log_prob(mb["action"])
+            surrogate = clipped_surrogate(log_prob, mb["log_prob"], mb["advantage"], clip)
             if first:  # the batch was acted by these very weights (synchronous PPO)
-                ratio = (log_prob.detach() - batch["log_prob"][idx]).exp()
+                ratio = (log_prob.detach() - mb["log_prob"]).exp()
                 stats["first_ratio_error"].append(float((ratio - 1).abs().max()))
                 first = False
-            if kl_exceeded(float(surrogate.approx_kl), algo.target_kl):
+            if kl_exceeded(surrogate.approx_kl, algo.target_kl):  # a float only when asked
                 break
-            vf = ppo_value_loss(values, batch["return"][idx], batch["value"][idx], algo.clip_range_vf)
-            ent = dist.entropy().mean()
-            loss = surrogate.loss + algo.vf_coef * vf - algo.ent_coef * ent
+            vf = ppo_value_loss(values, mb["return"], mb["value"], algo.clip_range_vf)
+            loss = surrogate.loss + algo.vf_coef * vf
+            with torch.set_grad_enabled(algo.ent_coef > 0):  # no bonus: a statistic only
+                ent = dist.entropy().mean()
+            if algo.ent_coef > 0:
+                loss = loss - algo.ent_coef * ent
             if self._step(loss, stats):
                 stats["pg_loss"].append(float(surrogate.loss.detach()))
                 stats["value_loss"].append(float(vf.detach()))
@@ -176,10 +197,10 @@ class PPO:
         `nonfinite: skip` dropped it."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(
+        norm = float(torch.nn.utils.clip_grad_norm_(
             self.params, self.cfg.algo.grad_clip if self.cfg.algo.grad_clip > 0 else float("inf"),
-            foreach=True)
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            foreach=True))
+        if not (math.isfinite(float(loss.detach())) and math.isfinite(norm)):
             if self.cfg.algo.nonfinite == "stop":
                 raise nonfinite_error("ppo", f"iteration {self.book.iteration + 1}, learner "
                                       f"update {self.book.updates + 1}", {"loss": float(loss)},
@@ -188,7 +209,7 @@ class PPO:
             return False
         self.optimizer.step()
         self.book.updates += 1
-        stats["grad_norm"].append(float(norm))
+        stats["grad_norm"].append(norm)
         return True
 
     # ------------------------------------------------------------------ state

@@ -82,11 +82,11 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     return (advantages - advantages.mean()) / (advantages.std() + eps)
 
 
-def kl_exceeded(approx_kl: float, target_kl: float | None) -> bool:
+def kl_exceeded(approx_kl: float | torch.Tensor, target_kl: float | None) -> bool:
     """Whether to stop this update's epochs early: approx_kl > 1.5 target_kl, checked
     after each minibatch as SB3 does (its 1.5 margin; CleanRL checks target_kl itself, per
     epoch). None: never stop."""
-    return target_kl is not None and approx_kl > 1.5 * target_kl
+    return target_kl is not None and float(approx_kl) > 1.5 * target_kl
 
 
 Generator = torch.Generator | np.random.Generator

@@ -3,6 +3,7 @@ runners' normalizer statistics merged exactly, state saved and restored whole, a
 runner's rollout redone and never counted twice, learning on CartPole, every shipped PPO
 experiment running."""
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -99,17 +100,23 @@ def test_asynchronous_runners_act_one_policy_behind() -> None:
         algo.close()
 
 
-@pytest.mark.parametrize("kind", ["discrete_mask_info", "multi_discrete_mask_obs", "box",
-                                  "multi_binary"])
-def test_every_action_space_and_masked_actions_never_taken(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kind", "runners"), [("discrete_mask_info", 1),
+                                               ("multi_discrete_mask_obs", 1), ("box", 0),
+                                               ("multi_binary", 0)])
+def test_every_action_space_and_masked_actions_never_taken(kind: str, runners: int,
+                                                           tmp_path: Path) -> None:
     """A masked action costs -100 and a legal one earns 1 (tests/action_envs.py): every
-    episode returning exactly 20 means PPO never sampled a masked action."""
+    episode returning exactly 20 means PPO never sampled a masked action. The masked envs
+    run in a runner actor (and evaluate in an eval actor): masks come through Ray."""
     run = train({"kind": "ppo", "env": f"tests.action_envs:raydl_test/Action-{kind}-v0"},
-                ["runners.num=0", "runners.envs_per_runner=2", "runners.rollout_length=40",
+                [f"runners.num={runners}", "runners.envs_per_runner=2", "runners.rollout_length=40",
                  "stop.env_steps=400", "algo.steps_per_iteration=80", "algo.minibatches=2",
                  "eval.every=2", "eval.episodes=2", "log.tensorboard=false", "log.curve=false"],
                 out=tmp_path, progress=False, echo=False)
     assert run.metrics["env_steps"] >= 400 and run.metrics["learner_updates"] > 0
+    infos = json.loads((run.run_dir / "runners.json").read_text())
+    # with runner actors, the runner and the eval runner are actors (their own processes)
+    assert len(infos) == 1 + runners and all((i["pid"] != os.getpid()) == bool(runners) for i in infos)
     if "mask" in kind:
         assert run.metrics["episode_return_mean"] == 20.0
         assert all(r["eval_return_mean"] == 20.0 for r in run.history if "eval_return_mean" in r)

@@ -12,6 +12,7 @@ import pytest
 
 from raydl.cli import main
 from raydl.config import MlflowConfig
+from raydl.metrics import VIDEO_DIR, VIDEO_KEY, MetricsWriter, read_metrics
 from raydl.run import train
 from raydl.trackers import tracking_uri
 from tests.tracker_readback import expected, held, tracker_ids, wandb_artifacts, wandb_history
@@ -68,6 +69,29 @@ def test_dqn_trackers_hold_the_metrics_rows_across_resumes(tmp_path: Path) -> No
     assert held(run_dir) == {"wandb": rows, "mlflow": rows}
     steps = [step for step, _ in held(run_dir)["wandb"]]
     assert steps == sorted(set(steps))  # no step twice, none going back
+
+
+def test_evaluation_videos_reach_both_trackers_at_their_rows_steps(tmp_path: Path) -> None:
+    """W&B gets each MP4 as a wandb.Video in the row of its step; MLflow as an artifact
+    under videos/, named as in the run directory."""
+    from mlflow import MlflowClient
+
+    run = train("dqn_cartpole", TINY + ["stop.env_steps=750", "eval.every=1", "eval.episodes=1",
+                                        "eval.video_every=2", "eval.video_max_frames=20"],
+                out=tmp_path, progress=False, echo=False)
+    videos = {MetricsWriter.step(r): r[VIDEO_KEY] for r in read_metrics(run.run_dir) if VIDEO_KEY in r}
+    assert len(videos) == 2  # iterations 1 and 3 (the weights after 0 and 2 iterations)
+    ids = tracker_ids(run.run_dir)
+    # W&B's history holds a media value as nested keys: eval_video/_type, eval_video/path...
+    logged = {step: values for step, values in wandb_history(run.run_dir, ids["wandb"])
+              if f"{VIDEO_KEY}/path" in values}
+    assert sorted(logged) == sorted(videos)
+    for step, values in logged.items():
+        assert values[f"{VIDEO_KEY}/_type"] == "video-file"
+        (copy,) = run.run_dir.glob(f"wandb/offline-run-*-{ids['wandb']}/files/{values[f'{VIDEO_KEY}/path']}")
+        assert copy.read_bytes() == (run.run_dir / videos[step]).read_bytes()
+    client = MlflowClient(tracking_uri(MlflowConfig(), run.run_dir))
+    assert {a.path for a in client.list_artifacts(ids["mlflow"], VIDEO_DIR)} == set(videos.values())
 
 
 @pytest.mark.usefixtures("ray_session")

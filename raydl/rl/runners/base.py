@@ -11,6 +11,7 @@ request is one call, `run(request, weights, version)`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -62,9 +63,8 @@ def training_signals(
 def runner_info(runner_index: int) -> dict[str, Any]:
     """Where a runner lives: its index, pid, and Ray node id / cluster when inside Ray."""
     info: dict[str, Any] = {"runner": runner_index, "pid": os.getpid()}
-    import ray
-
-    if ray.is_initialized():
+    ray = sys.modules.get("ray")  # a driver-only run never imports Ray (~1 s)
+    if ray is not None and ray.is_initialized():
         context = ray.get_runtime_context()
         info["node_id"] = context.get_node_id()
         info["gcs_address"] = context.gcs_address
