@@ -122,7 +122,7 @@ def test_a_hung_runner_actor_is_replaced_after_the_request_timeout(kind: str) ->
     re-sent, and the run goes on to its end."""
     from tests.faulty_envs import arm_hang
 
-    runners = {"num": 1, "request_timeout_s": 3.0}
+    runners = {"num": 1, "request_timeout_s": 8.0}
     exp = _dqn(HANG, runners=runners, stop={"env_steps": 400}) if kind == "dqn" else \
         _a2c(HANG, kind="a3c", runners=runners, stop={"env_steps": 400})
     arm_hang()
@@ -136,7 +136,7 @@ def test_a_hung_runner_actor_is_replaced_after_the_request_timeout(kind: str) ->
     finally:
         algo.close()
     assert m["runner_restarts"] == 1  # the hung one, once: its successor runs on
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 90
 
 
 def test_a2c_in_driver_drops_the_rollout_fragment_of_a_crash() -> None:
