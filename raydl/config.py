@@ -20,6 +20,7 @@ import yaml
 from raydl.errors import ConfigError, quote
 # re-exported: the typed fields and strict building are part of the config API
 from raydl.fields import from_dict, param, section, to_dict
+from raydl.files import write_atomic
 
 __all__ = ["from_dict", "param", "section", "to_dict"]
 
@@ -330,6 +331,4 @@ def _with_defaults(data: dict[str, Any], defaults: typing.Mapping[str, Any]) -> 
 
 def dump_yaml(cfg: Any, path: Path) -> None:
     """Write the resolved config, atomically, so the run can be repeated from it."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    write_atomic(yaml.safe_dump(to_dict(cfg), sort_keys=False), path)

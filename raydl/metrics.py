@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from raydl.files import write_atomic
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -80,9 +82,7 @@ class MetricsWriter:
         hide every earlier event at or past the first step written again)."""
         self.fh.close()
         rows = [r for r in read_metrics(self.run_dir) if r.get("iteration", 0) <= iteration]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(self.path)
+        write_atomic("".join(json.dumps(r) + "\n" for r in rows), self.path)
         self.fh = open(self.path, "a")
         if self.tb is not None:
             self.tb.close()

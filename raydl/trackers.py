@@ -280,10 +280,14 @@ class Trackers:
             self.start([])
         assert self.open is not None
         video = row.get(VIDEO_KEY)
+        video_file: Path | None = self.run_dir / str(video)
+        if not (isinstance(video, str) and video_file.is_file()):
+            video_file = None
+        step = MetricsWriter.step(row)
         for tracker in self.open.values():
-            tracker.log(numbers(row), MetricsWriter.step(row))
-            if isinstance(video, str) and (self.run_dir / video).is_file():
-                tracker.video(self.run_dir / video, MetricsWriter.step(row))
+            tracker.log(numbers(row), step)
+            if video_file is not None:
+                tracker.video(video_file, step)
         self.last_iteration = int(row.get("iteration", self.last_iteration))
 
     def artifact(self, path: Path, name: str) -> None:

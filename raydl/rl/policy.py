@@ -12,6 +12,7 @@ from raydl.rl.distributions import Distribution
 from raydl.rl.networks import ActorCritic
 from raydl.rl.normalize import EPSILON, RunningMeanStd
 
+
 class NormalizedPolicy(nn.Module):
     """`net(clip((obs - mean) / sqrt(var + eps)))`, in float64 as the runners compute it;
     with `normalize` false, `net(obs)`. The statistics are buffers: they travel with the
