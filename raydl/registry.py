@@ -82,6 +82,16 @@ _AC = dict(config="raydl.rl.experiment:ActorCriticExperiment",
 _PPO = dict(config="raydl.rl.experiment:PPOExperiment", algorithm="raydl.rl.ppo:PPO",
             check="raydl.rl.experiment:check_ppo", headline=RETURN, evaluate=_RL_EVAL,
             runner="raydl.rl.runners.ac_worker", export=_RL_EXPORT)
+
+
+def _continuous(cls: str) -> dict[str, Any]:
+    """The entry points of an off-policy continuous-control kind (sac, td3)."""
+    return dict(config=f"raydl.rl.continuous_experiment:{cls}Experiment",
+                algorithm=f"raydl.rl.{cls.lower()}:{cls}",
+                check="raydl.rl.continuous_experiment:check_continuous", headline=RETURN,
+                evaluate=_RL_EVAL, runner="raydl.rl.runners.env_runner", export=_RL_EXPORT)
+
+
 _SL = dict(config="raydl.sl.experiment:SupervisedExperiment",
            algorithm="raydl.sl.trainer:SupervisedTrainer", check="raydl.sl.check:check",
            evaluate="raydl.sl.evaluate:eval_command", export="raydl.sl.export:exportable",
@@ -104,6 +114,8 @@ _SPECS: dict[str, KindSpec] = {
         KindSpec("reinforce", "stepped", **_AC,
                  defaults={"algo.asynchronous": False, "algo.returns": "episode"}),
         KindSpec("ppo", "stepped", **_PPO),
+        KindSpec("sac", "stepped", **_continuous("SAC")),
+        KindSpec("td3", "stepped", **_continuous("TD3")),
         KindSpec("classify", "fit", **_SL, headline="val_accuracy",
                  visualize="raydl.sl.viz:viz_command"),
         KindSpec("language_model", "fit", **_SL,

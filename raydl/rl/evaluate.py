@@ -16,7 +16,7 @@ from raydl.envs.atari import is_atari
 from raydl.envs.spec import EnvSpec
 from raydl.errors import ConfigError
 from raydl.rl.actions import ActionSpec, action_spec
-from raydl.rl.policy import is_actor_critic
+from raydl.rl.policy import is_policy
 from raydl.video import write_video
 
 # Eval seeds live far from training seeds so evaluation never replays training episodes.
@@ -48,7 +48,7 @@ def greedy_action(net: Policy, obs: np.ndarray, mask: np.ndarray | None = None) 
         return net(obs)
     with torch.no_grad():
         batch = torch.as_tensor(obs)[None]
-        if is_actor_critic(net):
+        if is_policy(net):
             action = net.greedy(batch, None if mask is None else torch.as_tensor(mask)[None])[0]
             return int(action) if action.dim() == 0 else action.numpy()
         return int(net(batch).argmax(dim=1).item())
@@ -112,7 +112,7 @@ def play_greedy(
     """`play` with `net`'s greedy actions, a random one with probability `epsilon` (drawn
     from the eval seeds' own RNG: the same evaluation gives the same returns anywhere)."""
     rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
-    actions = net.actions if is_actor_critic(net) else action_spec(spec.action_space)
+    actions = net.actions if is_policy(net) else action_spec(spec.action_space)
     act = epsilon_greedy(net, actions, epsilon, rng)
     mask_of = partial(_mask_of, actions)
     return play(spec, lambda obs, info: act(obs, mask_of(info)), episodes, seed, record_frames)

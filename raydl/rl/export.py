@@ -30,7 +30,8 @@ from raydl.errors import ConfigError
 from raydl.export import Exportable, load_onnx, run_onnx
 from raydl.rl.distributions import mode_to_env
 from raydl.rl.networks import QNetwork
-from raydl.rl.policy import is_actor_critic
+from raydl.rl.continuous import ContinuousActor, to_bounds_torch
+from raydl.rl.policy import is_actor_critic, is_policy
 
 INPUT = "obs"
 OUTPUT_ACTION = "action"
@@ -82,6 +83,8 @@ class GreedyPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         values = self.net(self.adapt(obs))
+        if isinstance(self.net, ContinuousActor):  # values: its action in [-1, 1]
+            return values, to_bounds_torch(values, self.net.actions)
         if is_actor_critic(self.net):
             return values, mode_to_env(self.net.actions, self.net.distribution(values).mode())
         return values, values.argmax(dim=1)
@@ -115,7 +118,7 @@ def exportable(directory: Path, cfg: Any) -> Exportable:
     if np.issubdtype(dtype, np.floating):  # unbounded Box samples can be huge: keep it small
         example = rng.standard_normal((3, *shape)).astype(dtype)
     values = "q_values" if isinstance(net, QNetwork) else "logits"
-    if is_actor_critic(net) and net.actions.kind == "gaussian":
+    if is_policy(net) and net.actions.kind == "gaussian":
         values = "mean"
     return Exportable(policy, (torch.from_numpy(example),), (INPUT,), (values, OUTPUT_ACTION),
                       what=f"{env.env_id} greedy policy")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from raydl.rl.actions import ActionSpec
+from raydl.rl.continuous import ContinuousActor
 from raydl.rl.distributions import Distribution
 from raydl.rl.networks import ActorCritic
 from raydl.rl.normalize import EPSILON, RunningMeanStd
@@ -51,6 +52,12 @@ class NormalizedPolicy(nn.Module):
             self.obs_mean.copy_(torch.as_tensor(stats.mean, dtype=torch.float64))
             self.obs_var.copy_(torch.as_tensor(stats.var, dtype=torch.float64))
         return self
+
+
+def is_policy(net: object) -> bool:
+    """Whether `net` acts through its own `greedy(obs, mask)` and has `actions` (an
+    actor-critic policy, or SAC's / TD3's actor); a Q-network acts by its argmax."""
+    return is_actor_critic(net) or isinstance(net, ContinuousActor)
 
 
 def is_actor_critic(net: object) -> bool:

@@ -227,5 +227,5 @@ def test_eval_onnx_refuses_another_envs_policy_and_non_rl_checkpoints(
     classifier = _epoch_checkpoint("cnn_digits", ["model.channels=[4]", "model.hidden=8"],
                                    tmp_path / "cls", trained=False)
     code, err = cli("eval", str(classifier), "--onnx", str(other))
-    assert code == 2 and "eval --onnx: plays episodes of RL kinds (a2c, a3c, dqn, ppo, reinforce); " \
+    assert code == 2 and "eval --onnx: plays episodes of RL kinds (a2c, a3c, dqn, ppo, reinforce, sac, td3); " \
                          "this checkpoint is classify" in err

@@ -4,6 +4,7 @@ import torch
 
 from raydl.config import load_experiment
 from raydl.rl.dqn import DQN
+from raydl.rl.offpolicy import polyak
 
 TINY = ["runners.num=0", "algo.hidden=[16]", "algo.steps_per_iteration=200", "algo.learning_starts=100",
         "runners.envs_per_runner=2", "log.tensorboard=false"]
@@ -16,10 +17,9 @@ def test_polyak_and_hard_target_updates() -> None:
         with torch.no_grad():
             online.fill_(1.0)
             algo.target.advantage.weight.fill_(0.0)
-        algo._sync_target()
+        polyak(algo.target, algo.q, algo.cfg.algo.tau)
         assert torch.allclose(algo.target.advantage.weight, torch.full_like(online, 0.5))
-        algo.cfg.algo.tau = 1.0
-        algo._sync_target()
+        polyak(algo.target, algo.q, 1.0)
         assert torch.equal(algo.target.advantage.weight, online)
     finally:
         algo.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
+from gymnasium import spaces
 
 from raydl.envs.spec import EnvSpec
 from raydl.rl.replay.frames import FrameReplayBuffer, FrameSample
@@ -19,7 +20,7 @@ from raydl.rl.replay.prioritized import PrioritizedReplayBuffer
 from raydl.rl.replay.uniform import Batch, ReplayBuffer
 
 __all__ = ["Batch", "FrameReplayBuffer", "FrameSample", "NStepAccumulator",
-           "PrioritizedReplayBuffer", "Replay", "ReplayBuffer", "make_replay"]
+           "PrioritizedReplayBuffer", "Replay", "ReplayBuffer", "action_layout", "make_replay"]
 
 
 class Replay(Protocol):
@@ -40,10 +41,20 @@ def make_replay(
     n_step: int = 1, gamma: float = 0.99,
 ) -> Replay:
     """The buffer for `env`'s observations: frame replay for frame stacks (it folds the n
-    steps itself), else a uniform or prioritized ring."""
+    steps itself), else a uniform or prioritized ring. A Box action space stores float32
+    action vectors (the policy's actions scaled to [-1, 1]), any other integer indices."""
     if env.obs_kind == "frames":
         return FrameReplayBuffer(capacity, env.obs_shape[1:], env.obs_shape[0], seed, n_step, gamma)
+    shape, dtype = action_layout(env.action_space)
     if prioritized:
-        return PrioritizedReplayBuffer(capacity, env.obs_shape, env.obs_dtype, seed, alpha)
-    return ReplayBuffer(capacity, env.obs_shape, env.obs_dtype, seed)
+        return PrioritizedReplayBuffer(capacity, env.obs_shape, env.obs_dtype, seed, alpha,
+                                       action_shape=shape, action_dtype=dtype)
+    return ReplayBuffer(capacity, env.obs_shape, env.obs_dtype, seed, shape, dtype)
+
+
+def action_layout(space: spaces.Space[Any]) -> tuple[tuple[int, ...], type]:
+    """(shape, dtype) of one stored action: a flat float32 vector for Box, else an int64."""
+    if isinstance(space, spaces.Box):
+        return (int(np.prod(space.shape)),), np.float32
+    return (), np.int64
 

@@ -17,10 +17,11 @@ class NStepAccumulator:
     episodes; a truncated (time-limit) end is not terminal, so it still bootstraps.
     """
 
-    def __init__(self, n: int, gamma: float, num_envs: int) -> None:
+    def __init__(self, n: int, gamma: float, num_envs: int, action_dtype: Any = np.int64) -> None:
         self.n = n
         self.gamma = gamma
-        self.windows: list[deque[tuple[np.ndarray, int, float]]] = [
+        self.action_dtype = np.dtype(action_dtype)  # int64 indices, or float32 Box vectors
+        self.windows: list[deque[tuple[np.ndarray, Any, float]]] = [
             deque() for _ in range(num_envs)
         ]
 
@@ -47,10 +48,11 @@ class NStepAccumulator:
     ) -> Batch:
         """Add one vector-env step (next_obs holds the final obs of envs that ended);
         returns the transitions completed by it."""
+        actions = np.asarray(actions)
         if self.n == 1:
             return {
                 "obs": obs,
-                "action": np.asarray(actions, np.int64),
+                "action": np.asarray(actions, self.action_dtype),
                 "reward": np.asarray(rewards, np.float32),
                 "next_obs": next_obs,
                 "terminated": np.asarray(terminated, np.float32),
@@ -59,7 +61,7 @@ class NStepAccumulator:
         out: dict[str, list[Any]] = {k: [] for k in ("obs", "action", "reward", "next_obs",
                                                       "terminated", "discount")}
         for e, window in enumerate(self.windows):
-            window.append((obs[e], int(actions[e]), float(rewards[e])))
+            window.append((obs[e], actions[e], float(rewards[e])))
             ended = bool(terminated[e] or truncated[e])
             starts = range(len(window)) if ended else ([0] if len(window) == self.n else [])
             for start in starts:
@@ -76,7 +78,7 @@ class NStepAccumulator:
                 window.popleft()
         return {
             "obs": np.array(out["obs"], obs.dtype).reshape(-1, *obs.shape[1:]),
-            "action": np.array(out["action"], np.int64),
+            "action": np.array(out["action"], self.action_dtype).reshape(-1, *actions.shape[1:]),
             "reward": np.array(out["reward"], np.float32),
             "next_obs": np.array(out["next_obs"], next_obs.dtype).reshape(-1, *obs.shape[1:]),
             "terminated": np.array(out["terminated"], np.float32),

@@ -61,8 +61,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         seed: int = 0,
         alpha: float = 0.6,
         eps: float = 1e-6,
+        action_shape: tuple[int, ...] = (),
+        action_dtype: Any = np.int64,
     ) -> None:
-        super().__init__(capacity, obs_shape, obs_dtype, seed)
+        super().__init__(capacity, obs_shape, obs_dtype, seed, action_shape, action_dtype)
         self.alpha = alpha
         self.eps = eps
         self.tree = SumTree(capacity)

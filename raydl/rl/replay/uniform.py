@@ -14,9 +14,9 @@ import numpy as np
 
 Batch = dict[str, np.ndarray]
 
-# Field name -> dtype for the scalar per-transition fields; obs/next_obs use the env's dtype.
+# Field name -> dtype for the scalar per-transition fields; obs/next_obs use the env's
+# dtype, actions theirs (int64 indices for Discrete, float32 vectors for Box).
 _SCALARS = {
-    "action": np.int64,
     "reward": np.float32,
     "terminated": np.float32,
     "discount": np.float32,
@@ -27,7 +27,8 @@ class ReplayBuffer:
     """Fixed-capacity FIFO of transitions with uniform sampling."""
 
     def __init__(
-        self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: Any, seed: int = 0
+        self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: Any, seed: int = 0,
+        action_shape: tuple[int, ...] = (), action_dtype: Any = np.int64,
     ) -> None:
         self.capacity = capacity
         self.obs_shape = tuple(obs_shape)
@@ -35,6 +36,7 @@ class ReplayBuffer:
         self.data: Batch = {
             "obs": np.zeros((capacity, *self.obs_shape), self.obs_dtype),
             "next_obs": np.zeros((capacity, *self.obs_shape), self.obs_dtype),
+            "action": np.zeros((capacity, *action_shape), action_dtype),
         }
         for name, dtype in _SCALARS.items():
             self.data[name] = np.zeros(capacity, dtype)

@@ -1,5 +1,8 @@
-"""EnvRunner: a vector env plus a copy of the Q-network, sampling epsilon-greedy
-transitions for DQN (n-step folded here, or single frames for the frame replay)."""
+"""EnvRunner: a vector env plus a copy of the learner's acting network, sampling
+transitions for replay (n-step folded here, or single frames for the frame replay):
+epsilon-greedy with DQN's Q-network, or, in a Box action space, the actor of SAC / TD3
+(a sample of SAC's policy; TD3's action plus exploration noise) with uniformly random
+actions while epsilon is 1 (before learning starts)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from gymnasium import spaces
+
 from raydl.envs.spec import EnvSpec
-from raydl.rl.replay import Batch, FrameSample, NStepAccumulator
+from raydl.rl.actions import action_spec
+from raydl.rl.continuous import make_noise, to_bounds
+from raydl.rl.replay import Batch, FrameSample, NStepAccumulator, action_layout
 from raydl.rl.runners.base import EpisodeTracker, RunnerBase, RunnerResult, training_signals
 
 
@@ -72,7 +79,8 @@ class EnvRunner(RunnerBase):
     def __init__(
         self, env: EnvSpec, num_envs: int, policy_fn: Callable[[], nn.Module], *, seed: int,
         runner_index: int = -1, n_step: int = 1, gamma: float = 0.99, generation: int = 0,
-        torch_threads: int | None = 1, max_env_errors: int = 5,
+        torch_threads: int | None = 1, max_env_errors: int = 5, noise: str = "none",
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__(env, num_envs, policy_fn, seed=seed, runner_index=runner_index,
                          torch_threads=torch_threads, max_env_errors=max_env_errors)
@@ -81,7 +89,12 @@ class EnvRunner(RunnerBase):
         if env.pixels:
             # NHWC convolutions are ~12% faster than NCHW on CPU for the Nature CNN.
             self.policy.to(memory_format=torch.channels_last)
-        self.nstep = NStepAccumulator(1 if self.frames else n_step, gamma, num_envs)
+        # A Box action space: the actor acts in [-1, 1], scaled into the bounds at the env.
+        self.box = action_spec(env.action_space) if isinstance(env.action_space, spaces.Box) else None
+        self.noise = (make_noise(noise, noise_std, num_envs, self.box.size)
+                      if self.box is not None else None)
+        self.nstep = NStepAccumulator(1 if self.frames else n_step, gamma, num_envs,
+                                      action_layout(env.action_space)[1])
         self.reset(generation)
 
     def _start_episodes(self, seeds: list[int] | None) -> list[tuple[int, np.ndarray]]:
@@ -89,6 +102,8 @@ class EnvRunner(RunnerBase):
         their returns and their n-step windows. Returns (env, first frame) of each."""
         self.obs = self._reset_envs(seeds)
         self.nstep.reset()
+        if self.noise is not None:
+            self.noise.reset(np.arange(self.num_envs))
         self.tracker = EpisodeTracker(self.num_envs)
         return [(e, self.obs[e][-1]) for e in range(self.num_envs)]
 
@@ -99,8 +114,11 @@ class EnvRunner(RunnerBase):
         self.weights_version = version
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """Epsilon-greedy actions for a batch of observations."""
+        """Epsilon-greedy actions for a batch of observations; in a Box, actions in
+        [-1, 1] (see the module's doc)."""
         n = len(obs)
+        if self.box is not None:
+            return self._act_continuous(obs, epsilon)
         random_actions = self.rng.integers(0, self.env.num_actions, size=n)
         if epsilon >= 1.0:
             return random_actions  # warm-up: no need to run the network
@@ -111,6 +129,22 @@ class EnvRunner(RunnerBase):
             greedy = self.policy(x).argmax(dim=1).numpy()
         explore = self.rng.random(n) < epsilon
         return np.where(explore, random_actions, greedy)
+
+    def _act_continuous(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Uniform actions in [-1, 1] while epsilon is 1; else the actor's exploring
+        actions plus the exploration noise, clipped to [-1, 1]."""
+        assert self.box is not None
+        if epsilon >= 1.0:
+            return self.rng.uniform(-1.0, 1.0, (len(obs), self.box.size)).astype(np.float32)
+        with torch.inference_mode():
+            actions = self.policy.explore(torch.as_tensor(obs), self.rng)  # type: ignore[operator]
+        if self.noise is not None:
+            actions = actions + self.noise.sample(self.rng)
+        return np.clip(actions, -1.0, 1.0).astype(np.float32)
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """What the env takes: Box actions scaled from [-1, 1] into its bounds."""
+        return actions if self.box is None else to_bounds(actions, self.box)
 
     # -- sampling -----------------------------------------------------------------------
     def serve(self, request: SampleRequest) -> SampleResult:
@@ -129,7 +163,7 @@ class EnvRunner(RunnerBase):
             obs = self.obs
             assert obs is not None
             actions = self.act(obs, epsilon)
-            stepped = self._step_envs(actions)
+            stepped = self._step_envs(self.env_actions(actions))
             if stepped is None:
                 self._restart_after_crash(collected, t)
                 continue
@@ -159,6 +193,8 @@ class EnvRunner(RunnerBase):
         """Store step t (its transitions or frames); returns the episodes it ended."""
         next_obs, rewards, terminated, truncated, info = stepped
         ended = terminated | truncated
+        if self.noise is not None and ended.any():
+            self.noise.reset(np.flatnonzero(ended))  # OU noise starts again with the episode
         real_next = next_obs
         if ended.any():  # the final observation, not the reset one that replaced it
             real_next = next_obs.copy()
