@@ -36,9 +36,9 @@ def to_bounds(actions: np.ndarray, spec: ActionSpec) -> np.ndarray:
 
 def to_bounds_torch(actions: torch.Tensor, spec: ActionSpec) -> torch.Tensor:
     """`to_bounds` in torch (greedy actions, exportable)."""
-    low = torch.tensor(spec.low, dtype=actions.dtype, device=actions.device)
-    high = torch.tensor(spec.high, dtype=actions.dtype, device=actions.device)
-    return (low + (actions + 1.0) * 0.5 * (high - low)).reshape(len(actions), *spec.shape)
+    low = torch.tensor(spec.low, dtype=actions.dtype).to(actions.device)
+    high = torch.tensor(spec.high, dtype=actions.dtype).to(actions.device)
+    return (low + (actions + 1.0) * 0.5 * (high - low)).reshape(actions.shape[0], *spec.shape)
 
 
 def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -97,6 +97,29 @@ def test_greedy_policy_matches_torch_on_10k_real_observations(
     assert np.array_equal(actions, values.argmax(axis=1))
 
 
+@pytest.mark.parametrize("name", ["sac_pendulum", "td3_pendulum"])
+def test_continuous_actor_exports_its_greedy_action_in_the_bounds(name: str, tmp_path: Path) -> None:
+    """SAC's / TD3's actor: the graph gives tanh(mean) in [-1, 1] and the greedy action
+    scaled into Pendulum's [-2, 2], as `raydl eval` plays it."""
+    run = train(name, ["runners.num=0", "stop.env_steps=300", "algo.steps_per_iteration=150",
+                       "algo.learning_starts=100", "algo.hidden=[32]", "algo.batch_size=32",
+                       "eval.every=0", "stop.eval_return_mean=null", "checkpoint.every=2",
+                       "log.tensorboard=false", "log.curve=false"], out=tmp_path / "runs", echo=False)
+    directory = newest_checkpoint(run.run_dir)
+    cfg = load_experiment(directory / "config.yaml")
+    item = exportable(directory, cfg)
+    export(item, "onnx", tmp_path / "policy.onnx")
+    raw = np.random.default_rng(0).uniform(-1, 1, (1000, 3)).astype(np.float32)
+    unscaled, actions = outputs_of(tmp_path / "policy.onnx", "onnx", item, [raw])
+    net = registry.algorithm_class(cfg.kind).load_policy(directory, cfg, registry.check(cfg))
+    with torch.no_grad():
+        expected = net.greedy(torch.as_tensor(raw)).numpy()
+    assert item.output_names == ("mean", "action") and actions.shape == (1000, 1)
+    assert float(np.abs(actions - expected).max()) <= TOLERANCE
+    np.testing.assert_allclose(actions, 2.0 * unscaled, atol=TOLERANCE)  # [-1, 1] -> [-2, 2]
+    assert np.abs(actions).max() <= 2.0 and np.ptp(actions) > 0.1  # a policy, not a constant
+
+
 def test_atari_shaped_q_network_takes_uint8_frame_stacks(tmp_path: Path) -> None:
     """The Nature CNN's /255 scaling is in the graph: the input is the uint8 frame stack."""
     torch.manual_seed(0)
