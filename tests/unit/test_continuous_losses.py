@@ -155,3 +155,15 @@ def test_sac_with_fixed_alpha_keeps_it_and_tuned_alpha_moves() -> None:
             assert (alpha != pytest.approx(1.0, abs=1e-3)) if moves else alpha == pytest.approx(0.3)
         finally:
             algo.close()
+
+
+@pytest.mark.parametrize("kind", ["sac", "td3"])
+def test_a_discrete_action_space_is_one_line_naming_the_kinds_that_take_it(kind: str) -> None:
+    from raydl.errors import ConfigError
+    from raydl.rl.continuous_experiment import check_continuous
+
+    cfg = load_experiment(f"{kind}_pendulum", ["env=CartPole-v1"])
+    with pytest.raises(ConfigError, match=rf"^env: CartPole-v1 has a Discrete action space; "
+                                          rf"{kind.upper()} needs a Box one \(for discrete "
+                                          r"actions use kind dqn or ppo\)$"):
+        check_continuous(cfg)
