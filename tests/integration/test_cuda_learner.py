@@ -25,6 +25,10 @@ SMALL = {
     "ppo_pendulum": ["stop.env_steps=1024", "algo.steps_per_iteration=512",
                      "runners.rollout_length=128"],
     "dqn_cartpole": ["stop.env_steps=1500", "algo.learning_starts=200"],
+    "sac_pendulum": ["stop.env_steps=1024", "algo.steps_per_iteration=256", "eval.every=1",
+                     "eval.episodes=1", "stop.eval_return_mean=null"],
+    "td3_pendulum": ["stop.env_steps=1024", "algo.steps_per_iteration=256", "eval.every=1",
+                     "eval.episodes=1", "stop.eval_return_mean=null", "algo.learning_starts=200"],
 }
 
 
