@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from gymnasium import spaces
+from torch import nn
 
 from raydl.envs.spec import EnvSpec
 from raydl.rl.actions import action_spec
