@@ -19,6 +19,7 @@ from raydl.config import load_experiment
 from raydl.metrics import read_metrics
 from raydl.rl.sac import SAC
 from raydl.run import train
+from tests.e2e.test_cli import _group_alive
 from tests.integration.test_dqn_ray import step_until_replaced
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -69,17 +70,6 @@ def test_sac_learns_pendulum_in_the_driver(tmp_path: Path) -> None:
     evals = [r["eval_return_mean"] for r in run.history]  # weights after 0, 1k, ... 4k steps
     # the untrained policy spins at about -1200 to -1600; 4k updates swing it up (-77 here)
     assert evals[0] < -900 and max(evals[1:]) > -400, evals
-
-
-def _group_alive(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def test_sac_resumes_exactly_after_the_driver_is_killed(tmp_path: Path) -> None:
