@@ -56,6 +56,12 @@ class GenTrainConfig:
         "non_saturating", "gan: generator loss, -log D(G(z)) or the paper's log(1 - D(G(z)))")
     instance_noise: float = param(
         0.0, "gan: std of Gaussian noise on every image the discriminator sees (small datasets)", ge=0)
+    diff_augment: str | list[str] | None = param(
+        None, "gan: DiffAugment policies (Zhao et al. 2020) on every image the discriminator sees, "
+        "in both steps: 'color,translation,cutout' or a list of them; none: off")
+    g_ema: float = param(
+        0.0, "gan: decay of an exponential moving average of the generator's weights, which then "
+        "draws every sample and score (0: off; e.g. 0.999)", ge=0, lt=1)
     beta: float = param(1.0, "vae: weight of the KL term (beta-VAE)", ge=0)
     denoise_std: float = param(0.0, "vae: Gaussian noise on the inputs, clean targets (denoising AE)", ge=0)
     amp: bool = param(False, "bfloat16 autocast (GPU workers only)")
@@ -65,7 +71,22 @@ class GenTrainConfig:
         "(counted in nonfinite_skipped)")
 
 
-GAN_ONLY = ("d_lr", "n_critic", "label_smoothing", "g_loss", "instance_noise")
+GAN_ONLY = ("d_lr", "n_critic", "label_smoothing", "g_loss", "instance_noise", "diff_augment", "g_ema")
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # raydl.gen.diffaugment's transforms
+
+
+def augment_policies(policy: str | list[str] | None) -> tuple[str, ...]:
+    """train.diff_augment as policy names in order: 'color,translation' or a list -> a
+    tuple; none, empty or 'none' -> () (off); an unknown name is a one-line ConfigError."""
+    items = policy.split(",") if isinstance(policy, str) else list(policy or [])
+    names = tuple(n.strip() for n in items if n.strip())
+    if names == ("none",):
+        return ()
+    for name in names:
+        if name not in AUGMENT_POLICIES:
+            raise ConfigError(f"train.diff_augment: unknown policy {name!r}; allowed: "
+                              f"{', '.join(AUGMENT_POLICIES)} (comma-separated or a list), or none")
+    return names
 VAE_ONLY = ("beta", "denoise_std")
 
 
@@ -115,6 +136,7 @@ class GenerativeExperiment(FitExperiment):
             raise ConfigError(
                 f"data.image_size: {source} images are {self.image_size} px; the networks take "
                 f"{', '.join(map(str, SIZES))} px: set data.image_size to one of them")
+        augment_policies(self.train.diff_augment)
         defaults = GenTrainConfig()
         other = VAE_ONLY if self.kind == "gan" else GAN_ONLY
         for name in other:

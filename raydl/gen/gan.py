@@ -11,18 +11,29 @@ Generator step:  non-saturating  min_G -E log D(G(z))   (the paper's practical c
     D's parameters are frozen and D is called *unwrapped*, so D's DDP reducer is not
     involved (no all-reduce of D gradients that nobody applies, no stale D gradients
     left behind); G's gradients are all-reduced by G's own DDP wrapper.
-Options: one-sided label smoothing, and instance noise (Gaussian noise on every image D
-sees, real or generated: on small datasets it keeps D from winning on pixel detail).
+Options: one-sided label smoothing, instance noise (Gaussian noise on every image D
+sees, real or generated: on small datasets it keeps D from winning on pixel detail), and
+DiffAugment (raydl.gen.diffaugment: random differentiable transforms of every image D
+sees, in both steps, so D cannot memorize a small training set and G still gets exact
+gradients). Each worker draws its own augmentations and noise; the all-reduce only ever
+averages gradients, so the replicas stay identical.
+
+`GeneratorAverage` keeps an exponential moving average of G's weights (Yazici et al. 2019,
+"The Unusual Effectiveness of Averaging in GAN Training"): it is updated from G's weights
+after each G step, which are the same on every worker, so the average is too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from raydl.gen.diffaugment import diff_augment
 from raydl.nn import guarded_step
 
 
@@ -36,10 +47,13 @@ class GANLossConfig:
     label_smoothing: float = 0.0  # one-sided: real targets are 1 - s (Salimans et al. 2016)
     non_saturating: bool = True
     instance_noise: float = 0.0  # std of Gaussian noise on every image D sees (Sonderby et al. 2016)
+    augment: tuple[str, ...] = ()  # DiffAugment policies on every image D sees
 
 
 def _view(x: torch.Tensor, cfg: GANLossConfig) -> torch.Tensor:
-    """What D sees of an image: noised the same way for real and generated ones."""
+    """What D sees of an image: augmented and noised the same way (with fresh randomness
+    per call) for real and generated ones."""
+    x = diff_augment(x, cfg.augment)
     if cfg.instance_noise > 0:
         x = x + cfg.instance_noise * torch.randn_like(x)
     return x
@@ -84,3 +98,29 @@ def generator_step(
         for p in critic.parameters():
             p.requires_grad_(True)
     return {"g_loss": g_loss, "nonfinite": float(not stepped)}
+
+
+class GeneratorAverage:
+    """An exponential moving average of a generator's weights (torch's AveragedModel):
+    w_avg <- decay * w_avg + (1 - decay) * w after each G step (the first step copies w).
+    BatchNorm's running statistics are copied from G, not averaged."""
+
+    def __init__(self, g: nn.Module, decay: float) -> None:
+        self.net = AveragedModel(unwrap(g), multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.net.requires_grad_(False)
+
+    @property
+    def module(self) -> nn.Module:
+        """The averaged generator (a plain Generator)."""
+        return self.net.module
+
+    def update(self, g: nn.Module) -> None:
+        self.net.update_parameters(unwrap(g))
+
+    def state(self) -> dict[str, Any]:
+        """The averaged weights (what `raydl sample` loads) and the update count."""
+        return {"generator_ema": self.module.state_dict(), "ema_updates": int(self.net.n_averaged)}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        self.module.load_state_dict(saved["generator_ema"])
+        self.net.n_averaged.fill_(int(saved["ema_updates"]))

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
-from raydl.gen.experiment import GenerativeExperiment
-from raydl.gen.gan import GANLossConfig, discriminator_step, generator_step, unwrap
+from raydl.gen.experiment import GenerativeExperiment, augment_policies
+from raydl.gen.gan import GANLossConfig, GeneratorAverage, discriminator_step, generator_step, unwrap
 from raydl.gen.models import ConvVAE, Discriminator, Generator, vae_loss
+from raydl.errors import CheckpointError
 from raydl.nn import guarded_step
 from raydl.sl.data import image_splits, shard
 from raydl.train.loop import Step, Worker
@@ -45,12 +46,14 @@ class GANTask:
         t = cfg.train
         self.opt_g = torch.optim.Adam(self.g.parameters(), t.lr, betas=(t.beta1, t.beta2))
         self.opt_d = torch.optim.Adam(self.d.parameters(), t.d_lr or t.lr, betas=(t.beta1, t.beta2))
-        self.loss_cfg = GANLossConfig(t.label_smoothing, t.g_loss == "non_saturating", t.instance_noise)
+        self.loss_cfg = GANLossConfig(t.label_smoothing, t.g_loss == "non_saturating", t.instance_noise,
+                                      augment_policies(t.diff_augment))
+        self.average = GeneratorAverage(self.g, t.g_ema) if t.g_ema > 0 else None
         self.batches_seen = 0
 
     def modules(self) -> list[nn.Module]:
         """The networks whose weights must agree on every worker."""
-        return [self.g, self.d]
+        return [self.g, self.d] + ([self.average.module] if self.average is not None else [])
 
     def train_batch(self, x: torch.Tensor) -> dict[str, float]:
         """A D step on images in [0, 1], then a G step if it is the n_critic-th batch; the
@@ -68,6 +71,8 @@ class GANTask:
                                         self.opt_g, self.loss_cfg))
             if not stats["nonfinite"]:
                 stats["g_steps"] = 1.0
+                if self.average is not None:
+                    self.average.update(self.g)
         return stats
 
     def epoch_metrics(self, sums: dict[str, float], world: int) -> dict[str, float]:
@@ -83,8 +88,9 @@ class GANTask:
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] from noise, with BatchNorm's running statistics (eval mode)."""
-        g = unwrap(self.g)
+        """Images in [0, 1] from noise, with BatchNorm's running statistics (eval mode),
+        by the averaged generator when there is one."""
+        g = self.average.module if self.average is not None else unwrap(self.g)
         g.eval()
         try:
             return (g(z) + 1) / 2
@@ -92,10 +98,12 @@ class GANTask:
             g.train()
 
     def state(self) -> dict[str, Any]:
-        """model.pt: both networks, both optimizers, the batch count that paces G steps."""
+        """model.pt: both networks, both optimizers, the batch count that paces G steps,
+        and the averaged generator (with its update count) when there is one."""
         return {"generator": unwrap(self.g).state_dict(), "discriminator": unwrap(self.d).state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "batches_seen": self.batches_seen}
+                "batches_seen": self.batches_seen,
+                **(self.average.state() if self.average is not None else {})}
 
     def load(self, saved: dict[str, Any]) -> None:
         unwrap(self.g).load_state_dict(saved["generator"])
@@ -103,6 +111,11 @@ class GANTask:
         self.opt_g.load_state_dict(saved["opt_g"])
         self.opt_d.load_state_dict(saved["opt_d"])
         self.batches_seen = int(saved["batches_seen"])
+        if self.average is not None:
+            if "generator_ema" not in saved:
+                raise CheckpointError("model.pt holds no averaged generator: resume with train.g_ema: 0 "
+                                      "as the run was trained")
+            self.average.load(saved)
 
 
 class VAETask:

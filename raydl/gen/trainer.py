@@ -92,8 +92,9 @@ def load_generator(directory: Path) -> tuple[GenerativeExperiment, nn.Module]:
     saved = ckpt.load_torch(directory / MODEL_FILE)
     m = cfg.model
     net: nn.Module
-    if cfg.kind == "gan":
-        net, key = Generator(m.latent, cfg.channels, cfg.image_size, m.g_width), "generator"
+    if cfg.kind == "gan":  # the averaged generator, when trained with one, drew the scored samples
+        net = Generator(m.latent, cfg.channels, cfg.image_size, m.g_width)
+        key = "generator_ema" if "generator_ema" in saved else "generator"
     else:
         net, key = ConvVAE(cfg.channels, cfg.image_size, m.latent, m.width, m.variational), "model"
     try:
