@@ -12,6 +12,7 @@ where to put it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from raydl.errors import ConfigError
+from raydl.sl.backbones import InputSpec
 from raydl.sl.experiment import DOCUMENT_SOURCES, TORCHVISION, DataConfig
 
 
@@ -163,8 +165,18 @@ def _folder(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return tensor, torch.as_tensor(labels, dtype=torch.long), classes
 
 
-def image_splits(cfg: DataConfig) -> Splits:
-    """Train/validation/test splits of an image source, transforms attached."""
+def backbone_data(cfg: DataConfig, spec: InputSpec | None) -> DataConfig:
+    """The data section as a torchvision backbone takes it: 3 channels (grey repeated), and
+    its own input size unless `data.image_size` sets one."""
+    if spec is None:
+        return cfg
+    return dataclasses.replace(cfg, channels=3, image_size=cfg.image_size or spec.size)
+
+
+def image_splits(cfg: DataConfig, spec: InputSpec | None = None) -> Splits:
+    """Train/validation/test splits of an image source, transforms attached; for a
+    backbone (`spec`), at its input size and standardized with its own mean/std."""
+    cfg = backbone_data(cfg, spec)
     if cfg.source == "digits" or cfg.source == "folder":
         if cfg.source == "digits":
             images, labels = _digits(cfg)
@@ -182,8 +194,8 @@ def image_splits(cfg: DataConfig) -> Splits:
         parts = [(train_x[val_idx], train_y[val_idx]), (test_x, test_y)]
         train_x, train_y = train_x[train_idx], train_y[train_idx]
     scaled = train_x.float() / 255.0
-    mean = scaled.mean(dim=(0, 2, 3)).tolist()
-    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    mean = spec.mean if spec else scaled.mean(dim=(0, 2, 3)).tolist()
+    std = spec.std if spec else scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
     train = ImageTensors(train_x, train_y, image_transform(cfg, mean, std, train=True))
     val_ds, test_ds = (
         ImageTensors(x, y, image_transform(cfg, mean, std, train=False)) for x, y in parts

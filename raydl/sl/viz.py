@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from raydl.errors import ConfigError
-from raydl.sl.data import image_transform
+from raydl.sl.backbones import input_spec
+from raydl.sl.data import backbone_data, image_transform
 from raydl.sl.evaluate import Loaded, load_checkpoint
 
 # Small maps (8x8 digits, 4x4 deep layers) are scaled up so one cell is visible.
@@ -36,7 +37,8 @@ def prepare_image(path: Path, loaded: Loaded) -> torch.Tensor:
     except (OSError, UnidentifiedImageError) as exc:
         raise ConfigError(f"--image {path}: cannot read an image from it ({exc})") from None
     pixels = torch.as_tensor(arr if arr.ndim == 3 else arr[..., None]).permute(2, 0, 1).contiguous()
-    return image_transform(loaded.cfg.data, mean, std, train=False)(pixels).unsqueeze(0)
+    data = backbone_data(loaded.cfg.data, input_spec(loaded.cfg.model))
+    return image_transform(data, mean, std, train=False)(pixels).unsqueeze(0)
 
 
 def activation_maps(net: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
