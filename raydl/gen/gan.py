@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from raydl.gen.diffaugment import diff_augment
 from raydl.nn import guarded_step
@@ -102,11 +102,17 @@ def generator_step(
 
 class GeneratorAverage:
     """An exponential moving average of a generator's weights (torch's AveragedModel):
-    w_avg <- decay * w_avg + (1 - decay) * w after each G step (the first step copies w).
-    BatchNorm's running statistics are copied from G, not averaged."""
+    w_avg <- d * w_avg + (1 - d) * w after each G step, d = min(decay, (1 + n) / (10 + n))
+    after n updates (the warm-up of TensorFlow's ExponentialMovingAverage), so the random
+    initial weights do not linger in the average for thousands of steps. BatchNorm's
+    running statistics are copied from G, not averaged."""
 
     def __init__(self, g: nn.Module, decay: float) -> None:
-        self.net = AveragedModel(unwrap(g), multi_avg_fn=get_ema_multi_avg_fn(decay))
+        def average(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+            d = min(decay, (1 + float(n)) / (10 + float(n)))
+            torch._foreach_lerp_(averaged, current, 1 - d)
+
+        self.net = AveragedModel(unwrap(g), multi_avg_fn=average)
         self.net.requires_grad_(False)
 
     @property

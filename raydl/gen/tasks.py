@@ -87,10 +87,10 @@ class GANTask:
         return {}
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
+    def sample(self, z: torch.Tensor, averaged: bool = True) -> torch.Tensor:
         """Images in [0, 1] from noise, with BatchNorm's running statistics (eval mode),
-        by the averaged generator when there is one."""
-        g = self.average.module if self.average is not None else unwrap(self.g)
+        by the averaged generator when there is one (and `averaged`)."""
+        g = self.average.module if self.average is not None and averaged else unwrap(self.g)
         g.eval()
         try:
             return (g(z) + 1) / 2
@@ -326,6 +326,9 @@ class GenerativeTask:
         if self.judge is not None and (last or (every and epoch % every == 0)):
             out.update(self.judge.reference)
             out.update(self.judge(lambda z: self.net.sample(z.to(device))))
+            if isinstance(self.net, GANTask) and self.net.average is not None:  # what the average adds
+                live = self.judge(lambda z: self.net.sample(z.to(device), averaged=False))
+                out.update({f"unaveraged_{k}": v for k, v in live.items()})
         run_dir = self.worker.run_dir
         if cfg.score.grid and self.net.has_prior:
             save_grid(self.net.sample(self.grid_z.to(device)).cpu(), run_dir / "samples" / f"epoch_{epoch:06d}.png")

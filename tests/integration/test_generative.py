@@ -76,6 +76,25 @@ def test_dcgan_epoch_with_scores_then_resume_and_sample(tmp_path: Path) -> None:
 
 
 
+def test_dcgan_with_diff_augment_and_weight_average_keeps_replicas_identical(tmp_path: Path) -> None:
+    import torch
+
+    from raydl.gen.trainer import load_generator
+
+    run = train("dcgan_digits", QUIET + SMALL_GAN + [
+        "train.epochs=1", "train.diff_augment=color,translation,cutout", "train.g_ema=0.99",
+        "score.classifier=null", "score.grid=0"], out=tmp_path / "runs", progress=False, echo=False)
+    m = run.metrics
+    # each worker augments its own images with its own randomness; the gradients, the
+    # weights and their average still agree on both workers
+    assert m["replica_divergence"] == 0.0 and m["g_steps"] > 0
+    saved = torch.load(run.checkpoint / "model.pt", weights_only=True)
+    assert saved["ema_updates"] == m["g_steps"]  # one update per G step
+    _, net = load_generator(run.checkpoint)  # `raydl sample` draws with the average
+    assert all(torch.equal(a, saved["generator_ema"][k]) for k, a in net.state_dict().items())
+    assert any(not torch.equal(saved["generator"][k], v) for k, v in saved["generator_ema"].items())
+
+
 def test_denoising_vae_epoch_on_made_colour_images(tmp_path: Path) -> None:
     folder = image_folder(tmp_path / "images")
     run = train("vae_digits", QUIET + [

@@ -97,18 +97,36 @@ def test_generator_average_values_and_restore() -> None:
     average = GeneratorAverage(g, decay=0.9)
     first = [p.detach().clone() for p in g.parameters()]
     average.update(g)  # the first update copies
-    with torch.no_grad():
-        for p in g.parameters():
-            p.add_(1.0)
-    average.update(g)  # then 0.9 * average + 0.1 * new
+    for _ in range(20):
+        with torch.no_grad():
+            for p in g.parameters():
+                p.add_(1.0)
+        average.update(g)
+    # w_n = w0 + n, d_n = min(0.9, (1 + n) / (10 + n)): warm-up for n < 80, so by hand
+    expected = 0.0
+    for n in range(1, 21):
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * n
     for avg, w0 in zip(average.module.parameters(), first):
-        torch.testing.assert_close(avg, w0 + 0.1)
+        torch.testing.assert_close(avg, w0 + expected)
     assert not any(p.requires_grad for p in average.module.parameters())
     saved = average.state()
-    assert saved["ema_updates"] == 2
+    assert saved["ema_updates"] == 21
     restored = GeneratorAverage(Generator(4, 1, 28, width=4), decay=0.9)
     restored.load(saved)
     restored.update(g)
     average.update(g)  # the same next step from the restored state: exact resume
     for a, b in zip(average.module.state_dict().values(), restored.module.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_the_shipped_search_over_the_gan_options_loads_and_refuses_a_bad_policy() -> None:
+    from raydl.tune_spec import load_tune_spec, trial_experiment
+
+    spec = load_tune_spec("tune_dcgan_digits", check=False)
+    assert spec.cfg.kind == "gan" and spec.metric == "classifier_score" and spec.mode == "max"
+    trial = trial_experiment(spec.base, {"train.diff_augment": "color,translation", "train.g_ema": 0.99})
+    assert augment_policies(trial.train.diff_augment) == ("color", "translation") and trial.train.g_ema == 0.99
+    with pytest.raises(ConfigError, match=r"tune\.space\.train\.diff_augment: value 'flip' is refused: "
+                                          r"train\.diff_augment: unknown policy 'flip'"):
+        load_tune_spec("tune_dcgan_digits", ["tune.space.train.diff_augment={choice: [flip]}"], check=False)
