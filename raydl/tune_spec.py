@@ -117,7 +117,7 @@ class TuneSpec:
     def mode(self) -> str:
         if self.tune.mode:
             return self.tune.mode
-        lower = ("loss", "bpc", "perplexity", "distance", "fid")
+        lower = ("loss", "bpc", "perplexity", "distance", "fid", "rmse", "error")
         return "min" if any(w in self.metric for w in lower) else "max"
 
 
