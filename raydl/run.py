@@ -33,7 +33,8 @@ from raydl.profile import mark
 HEADLINE = registry.RETURN
 EVAL_RETURN = "eval_return_mean"  # the mean return of an evaluation (eval.every)
 # Fields a resumed run may change: how long it goes on and what it writes, not what it is.
-RESUMABLE_OVERRIDES = ("stop.", "checkpoint.", "log.", "train.epochs", "scaling.max_failures")
+RESUMABLE_OVERRIDES = ("stop.", "checkpoint.", "log.", "train.epochs", "train.max_minutes",
+                       "scaling.max_failures")
 
 
 @dataclass
@@ -350,6 +351,8 @@ def _fit(cfg: Any, run_dir: Path, resume: bool, progress: bool, echo: bool) -> R
     epoch = int(metrics.get("epoch", 0))
     if epoch >= cfg.train.epochs:
         reason = f"epochs {cfg.train.epochs} reached"
+    elif metrics.get("time_budget_reached"):
+        reason = f"time budget of {cfg.time_budget_s / 60:g} minutes reached"
     elif metrics.get("early_stopped"):
         reason = f"early stopping: no {metrics['early_stopped']} improvement in " \
                  f"{cfg.train.early_stop_patience} epochs"

@@ -32,3 +32,9 @@ class FitExperiment:
     scaling: ScalingSection = section(ScalingSection, "Ray Train workers")
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoints (every N epochs, keep N)")
     log: LogConfig = section(LogConfig, "outputs")
+
+    @property
+    def time_budget_s(self) -> float:
+        """Training time after which the epoch loop stops at an epoch's end, counted across
+        restores (0: none). A family with a `train.max_minutes` field returns it."""
+        return 0.0

@@ -11,7 +11,8 @@ checkpoint keeps. Per worker:
         for batch: task.train_step(batch)     # the task steps its own optimizer(s)
             a non-finite update (the same on every rank): stop, or skip and count it
         all-reduce the sums; task.epoch_metrics (train means, validation)
-        early stopping where the task watches a metric; task.closing_metrics
+        early stopping where the task watches a metric, or the time budget
+          (cfg.time_budget_s, counted across restores); task.closing_metrics
         ray.train.report(metrics, checkpoint written by rank 0 every N epochs and last)
 
 Rank 0 also appends each epoch's metrics to RUN_DIR/metrics.jsonl (and TensorBoard,
@@ -187,10 +188,12 @@ class Counters:
     restores: int = 0
     skipped: int = 0  # cumulative: batches whose update was not applied
     stopper: EarlyStop | None = None
+    seconds: float = 0.0  # cumulative: the epochs' training and validation time
 
     def state(self) -> dict[str, Any]:
         early = self.stopper.state() if self.stopper is not None else {}
-        return {"epoch": self.epoch, **early, "restores": self.restores, "nonfinite_skipped": self.skipped}
+        return {"epoch": self.epoch, **early, "restores": self.restores, "nonfinite_skipped": self.skipped,
+                "train_seconds": self.seconds}
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -238,6 +241,7 @@ def _restore(task: Task, device: torch.device) -> Counters:
         saved, state = restored
         counters.epoch, counters.restores = state["epoch"], state["restores"]
         counters.skipped = state.get("nonfinite_skipped", 0)  # absent in older checkpoints
+        counters.seconds = state.get("train_seconds", 0.0)
         if counters.stopper is not None:
             counters.stopper.best, counters.stopper.stale = state["best"], state["stale"]
         task.load(saved, counters.epoch)
@@ -265,10 +269,11 @@ def _train(task: Task, worker: Worker, counters: Counters) -> tuple[dict[str, fl
 
 def _epoch(task: Task, worker: Worker, counters: Counters, writer: MetricsWriter | None) -> bool:
     """Train, measure, report and (every N epochs, and last) checkpoint one epoch;
-    whether early stopping ends the run here."""
+    whether early stopping or the time budget ends the run here."""
     from raydl import registry
 
     cfg = worker.cfg
+    started = time.perf_counter()
     counters.epoch += 1
     epoch = counters.epoch
     set_sampler_epoch(task.loader, epoch)
@@ -285,6 +290,11 @@ def _epoch(task: Task, worker: Worker, counters: Counters, writer: MetricsWriter
     stop = stopper is not None and stopper.update(metrics)
     if stopper is not None and stop and epoch < cfg.train.epochs:
         metrics["early_stopped"] = stopper.watched.metric  # the run's summary says why it ended
+    # the workers' mean, so that every rank takes the same decision
+    counters.seconds += all_reduce([time.perf_counter() - started], worker.device)[0] / worker.world
+    if cfg.time_budget_s and counters.seconds >= cfg.time_budget_s and not stop and epoch < cfg.train.epochs:
+        metrics["time_budget_reached"] = True
+        stop = True
     last = stop or epoch == cfg.train.epochs
     metrics.update(task.closing_metrics(epoch, last))
     save = last or bool(cfg.checkpoint.every and epoch % cfg.checkpoint.every == 0)

@@ -48,7 +48,7 @@ def test_classify_task_trains_an_epoch_and_a_fresh_task_restores_its_state(
     assert set(task.closing_metrics(1, last=True)) == {"test_loss", "test_accuracy"}
 
     saved = task.state()
-    assert set(saved) == {"model", "optimizer", "scheduler"}
+    assert set(saved) == {"model", "optimizer", "scheduler", "warmup"}
     restored = SupervisedTask(worker)
     restored.load(saved, 1)
     restored.model.eval()  # the first task is in eval mode since its validation
@@ -118,5 +118,6 @@ def test_early_stop_counts_epochs_without_improvement() -> None:
     assert not any(never.update({"val_loss": v}) for v in (1.0, 2.0, 3.0)) and never.best == 1.0
     assert not never.update({}) and never.stale == 3  # an epoch without the metric is no improvement
     # state.json's keys, in the order the supervised checkpoints always had them
-    assert list(Counters(2, 1, 0, stop).state()) == ["epoch", "best", "stale", "restores", "nonfinite_skipped"]
-    assert list(Counters(2, 1, 0).state()) == ["epoch", "restores", "nonfinite_skipped"]
+    assert list(Counters(2, 1, 0, stop).state()) == ["epoch", "best", "stale", "restores", "nonfinite_skipped",
+                                                     "train_seconds"]
+    assert list(Counters(2, 1, 0).state()) == ["epoch", "restores", "nonfinite_skipped", "train_seconds"]
