@@ -6,7 +6,8 @@ training set's mean/std standardization and the rows-as-sequence reshaping of
 `data.sequence` are inside the graph. Text classifiers take token ids (N, T) of
 equal-length documents (the vocabulary of the checkpoint's run; no padding, so no
 lengths) and language models take token ids (N, T) and give next-token probabilities
-(N, T, V), from a fresh LSTM state.
+(N, T, V), from a fresh LSTM state. A transformer takes up to its context of tokens
+(`data.max_tokens`, a language model's `data.seq_len`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from raydl.export import Exportable
 from raydl.sl.data import DOCUMENT_SOURCES
 from raydl.sl.evaluate import load_checkpoint
+from raydl.sl.experiment import TRANSFORMER_ARCHS
 from raydl.sl.models import LSTMClassifier, LSTMLanguageModel
 
 
@@ -53,8 +55,10 @@ def exportable(directory: Path, cfg: Any) -> Exportable:
     data = cfg.data
     if loaded.vocab is not None or data.source in DOCUMENT_SOURCES:
         vocab = len(loaded.vocab) if loaded.vocab is not None else _saved(directory)["vocab_size"]
-        # ids from 1: 0 is padding; a sequence long enough for every TextCNN kernel
-        tokens = torch.arange(3 * 8).remainder(max(vocab - 1, 1)).add(1).view(3, 8)
+        # ids from 1: 0 is padding; a sequence long enough for every TextCNN kernel, and
+        # twice it (the export's check) within a transformer's context
+        length = min(8, cfg.text_context // 2) if cfg.model.arch in TRANSFORMER_ARCHS else 8
+        tokens = torch.arange(3 * length).remainder(max(vocab - 1, 1)).add(1).view(3, length)
         per_token = loaded.vocab is not None  # a language model: (N, T, V)
         return Exportable(Probabilities(loaded.net).eval(), (tokens,), ("tokens",),
                           ("probabilities",), dynamic_axes=((0, 1),),
