@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from raydl.gen.tasks import replica_divergence
 from raydl.rbm.experiment import CFRBMExperiment
-from raydl.rbm.learner import CDLearner
+from raydl.rbm.learner import ORDER, CDLearner, epoch_seed
 from raydl.rbm.models import SoftmaxRBM, one_hot_ratings
 from raydl.rbm.ratings import STARS, Ratings, item_means, read_ratings, rmse, split_ratings
+from raydl.rbm.tasks import shuffled_loader
 from raydl.train.loop import Step, Worker
 from raydl.train.plumbing import DATA_FILE, all_reduce
 
@@ -115,11 +116,8 @@ class CFRBMTask:
         rbm = SoftmaxRBM(r.n_items, STARS, cfg.model.n_hidden, torch.Generator().manual_seed(cfg.seed))
         rbm.init_visible_bias(_star_counts(r, splits.train))
         self.learner = CDLearner(rbm, cfg.train, worker)
-        users = TensorDataset(self.given.rated())
-        loader = DataLoader(users, batch_size=cfg.train.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(cfg.seed),
-                            drop_last=len(users) // worker.world > cfg.train.batch_size)
-        self.loader = worker.prepare_loader(loader)
+        self.order = torch.Generator()
+        self.loader = shuffled_loader(TensorDataset(self.given.rated()), worker, self.order)
 
     def state(self) -> dict[str, Any]:
         return self.learner.state()
@@ -131,6 +129,7 @@ class CFRBMTask:
         pass  # the Gibbs noise is seeded per epoch
 
     def begin_epoch(self, epoch: int) -> None:
+        self.order.manual_seed(epoch_seed(self.cfg.seed, epoch, ORDER))
         self.learner.begin_epoch(epoch, self.cfg.seed)
 
     def new_sums(self) -> dict[str, float]:

@@ -9,8 +9,9 @@ replicas stay identical (the tasks report `replica_divergence` each epoch to sho
 What a checkpoint needs of a CD learner: the RBM, the optimizer (momentum buffers) and,
 with PCD, every worker's persistent chains (gathered to every worker at each epoch's end,
 so that rank 0 writes them all and each worker takes its own back on a restore). The
-Gibbs noise is reseeded at each epoch's start from (seed, rank, epoch), so an epoch run
-after a restore draws the noise it would have drawn without one.
+Gibbs noise is reseeded at each epoch's start from (seed, epoch, rank), and so is the
+data order outside a worker group (in one, the DistributedSampler's order is the
+epoch's), so an epoch run after a restore draws what it would have drawn without one.
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ def gather_over_workers(tensor: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts)
 
 
-def epoch_seed(seed: int, rank: int, epoch: int) -> int:
-    """The seed of a worker's Gibbs noise in an epoch: distinct per worker and epoch."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, *stream: int) -> int:
+    """A seed for one epoch of one stream of random numbers (a worker's Gibbs noise, the
+    data order): what that epoch draws does not depend on the epochs before it."""
+    return int(np.random.SeedSequence([seed, epoch, *stream]).generate_state(1)[0])
+
+
+NOISE, ORDER = 0, 1  # the streams: a worker's Gibbs noise (and its rank), the data order
 
 
 class CDLearner:
@@ -83,7 +88,7 @@ class CDLearner:
 
     def begin_epoch(self, epoch: int, seed: int) -> None:
         """Reseed the Gibbs noise for this worker and epoch."""
-        self.noise.manual_seed(epoch_seed(seed, self.worker.rank, epoch))
+        self.noise.manual_seed(epoch_seed(seed, epoch, NOISE, self.worker.rank))
 
     def start_chains(self, shape: tuple[int, ...]) -> None:
         """PCD: fresh chains of random binary states, unless a restore brought them back."""
