@@ -135,6 +135,14 @@ def _add_checkpoint_commands(sub: Any) -> None:
     ev.add_argument("--prompt", default="", help="language models: text to continue")
     ev.add_argument("--temperature", type=float, default=0.8,
                     help="language models: sampling temperature")
+    ev.add_argument("--vote", choices=("soft", "hard"), default="soft",
+                    help="classifier ensembles: average the probabilities (soft) or take the "
+                         "majority of the models' classes (hard)")
+    ev.add_argument("--top", type=int, default=10, metavar="N",
+                    help="cf_rbm: recommend each user's N best unrated items")
+    ev.add_argument("--user", type=int, action="append", default=[], metavar="ID",
+                    help="cf_rbm: the user to recommend to, by id in the ratings file "
+                         "(repeatable; default: every user)")
     ev.add_argument("--onnx", type=Path, help="RL: play the policy `raydl export` wrote to this "
                     "file, by onnxruntime, instead of the checkpoint's network")
     sample = sub.add_parser("sample", help="new images from a GAN or VAE checkpoint, as a PNG grid")
@@ -322,6 +330,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes: expected an integer >= 1, got {args.episodes}")
+    if args.top < 1:
+        raise ConfigError(f"--top: expected an integer >= 1, got {args.top}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
     if args.video is not None and args.video.suffix.lower() != ".mp4":
@@ -336,7 +346,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                           "`raydl sample CHECKPOINT --n 64 --out grid.png`")
     options = registry.EvalOptions(
         episodes=args.episodes, gif=args.gif, video=args.video, epsilon=args.epsilon, seed=args.seed,
-        generate=args.generate, prompt=args.prompt, temperature=args.temperature, onnx=args.onnx)
+        generate=args.generate, prompt=args.prompt, temperature=args.temperature, onnx=args.onnx,
+        vote=args.vote, top=args.top, users=tuple(args.user))
     evaluate(cfg, directories, options)
     return 0
 

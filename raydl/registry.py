@@ -45,6 +45,9 @@ class EvalOptions:
     prompt: str = ""
     temperature: float = 0.8
     onnx: Path | None = None  # RL kinds: play with this exported policy (onnxruntime)
+    top: int = 10  # cf_rbm: recommendations per user
+    users: tuple[int, ...] = ()  # cf_rbm: the users to recommend to (ids in the file; none: all)
+    vote: Literal["soft", "hard"] = "soft"  # classifier ensembles: mean probability or majority
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ _GEN = dict(config="raydl.gen.experiment:GenerativeExperiment",
             sample="raydl.gen.trainer:sample_command", export="raydl.gen.export:exportable",
             summary=("classifier_score", "real_classifier_score", "class_coverage",
                      "frechet_distance", "real_frechet_distance", "inception_fid", "val_loss"))
+_RBM = dict(algorithm="raydl.rbm.trainer:RBMTrainer", check="raydl.rbm.experiment:check",
+            evaluate="raydl.rbm.evaluate:eval_command")
 
 _SPECS: dict[str, KindSpec] = {
     spec.name: spec
@@ -124,6 +129,12 @@ _SPECS: dict[str, KindSpec] = {
                  headline=lambda cfg: "classifier_score" if cfg.scored else "g_loss"),
         KindSpec("vae", "fit", **_GEN,
                  headline=lambda cfg: "classifier_score" if cfg.scored else "val_loss"),
+        KindSpec("rbm", "fit", config="raydl.rbm.experiment:RBMExperiment", **_RBM,
+                 headline="test_accuracy", summary=("val_accuracy", "val_recon_error")),
+        KindSpec("dbn", "fit", config="raydl.rbm.experiment:DBNExperiment", **_RBM,
+                 headline="val_accuracy", summary=("test_accuracy",)),
+        KindSpec("cf_rbm", "fit", config="raydl.rbm.experiment:CFRBMExperiment", **_RBM,
+                 headline="val_rmse", summary=("baseline_val_rmse", "test_rmse", "baseline_test_rmse")),
     )
 }
 

@@ -4,7 +4,7 @@ when there is something to look at."""
 
 from __future__ import annotations
 
-from raydl.sl.experiment import DataConfig, SupervisedExperiment
+from raydl.sl.experiment import DataConfig, SupervisedExperiment, is_backbone
 
 
 def check_data_files(data: DataConfig) -> None:
@@ -17,10 +17,14 @@ def check_data_files(data: DataConfig) -> None:
 
 
 def check(cfg: SupervisedExperiment) -> None:
-    """The check step of kinds classify and language_model: the data files, and
-    pretrained weights at hand."""
-    check_data_files(cfg.data)
-    if cfg.model.pretrained:
-        from raydl.sl.models import check_pretrained
+    """The check step of kinds classify and language_model: pretrained word vectors, the
+    data files, and for a torchvision backbone its name, input size and weights."""
+    if cfg.model.embeddings_file:  # its first lines: cheaper than reading the documents
+        from raydl.sl.embeddings import check_embeddings
 
-        check_pretrained(cfg.model.arch, cfg.model)
+        check_embeddings(cfg.model.embeddings_file, cfg.model.embedding)
+    check_data_files(cfg.data)
+    if is_backbone(cfg.model.arch):
+        from raydl.sl.backbones import check_backbone
+
+        check_backbone(cfg.model, cfg.data.image_size)

@@ -1,5 +1,6 @@
-"""Evaluation of supervised checkpoints: test accuracy of one model or an ensemble
-(averaged probabilities), and text generation from a language model."""
+"""Evaluation of supervised checkpoints: test accuracy of one model or an ensemble (of
+any architectures and input sizes; averaged probabilities or majority vote), and text
+generation from a language model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from raydl import checkpoint as ckpt
-from raydl.config import load_experiment, to_dict
+from raydl.config import load_experiment
 from raydl.errors import CheckpointError, ConfigError
 from raydl.registry import EvalOptions
 from raydl.sl.data import (
@@ -25,8 +26,10 @@ from raydl.sl.data import (
     load_vocab,
     pad_batch,
 )
+from raydl.sl.backbones import input_spec
 from raydl.sl.models import build_model
 from raydl.sl.tasks import VOCAB_FILE
+from raydl.sl.transformer import TransformerLanguageModel
 from raydl.train.plumbing import MODEL_FILE
 
 
@@ -44,11 +47,11 @@ def load_checkpoint(directory: Path) -> Loaded:
     vocab = None
     if cfg.kind == "language_model":
         vocab = load_vocab(directory / VOCAB_FILE)
-        net = build_model(cfg.model, (), 0, vocab_size=len(vocab))
+        net = build_model(cfg.model, (), 0, vocab_size=len(vocab), context=cfg.text_context)
     else:
         data = json.loads((directory / "data.json").read_text())
         net = build_model(cfg.model, tuple(data["input_shape"]), data["num_classes"],
-                          vocab_size=data.get("vocab_size", 0))
+                          vocab_size=data.get("vocab_size", 0), context=cfg.text_context)
     state = ckpt.load_torch(directory / MODEL_FILE)
     try:
         net.load_state_dict(state["model"])
@@ -68,49 +71,80 @@ def _probabilities(net: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, to
     return torch.cat(probs), torch.cat(labels)
 
 
-def evaluate_classifiers(models: list[Loaded], split: str = "test") -> dict[str, Any]:
-    """Accuracy of each model and of their ensemble (mean of the class probabilities) on
-    the held-out split of the first model's data; every model must use the same data."""
-    base = to_dict(models[0].cfg.data)
-    for m in models[1:]:
-        if to_dict(m.cfg.data) != base:
-            raise ConfigError(
-                f"{m.directory}: its data section differs from {models[0].directory}'s; an "
-                "ensemble is evaluated on one held-out set"
-            )
-    data = models[0].cfg.data
+# What picks the examples and their split: every member of an ensemble must agree on it.
+# How each model sees them (size, channels, normalization, vocabulary size) may differ.
+SPLIT_FIELDS = ("source", "data_dir", "text_file", "csv_file", "val_fraction", "test_fraction", "seed")
+
+
+def _held_out(model: Loaded, split: str) -> DataLoader:
+    """The held-out split as `model` was trained to see it (its own preprocessing)."""
+    data = model.cfg.data
     if data.source in DOCUMENT_SOURCES:
         # the vocabulary is rebuilt from the same training split, so ids match the model's
         docs = document_splits(data)
         dataset = docs.test if split == "test" and docs.test is not None else docs.val
-        loader = DataLoader(dataset, batch_size=256, collate_fn=pad_batch)
-    else:
-        splits = image_splits(data)
-        dataset = splits.test if split == "test" and splits.test is not None else splits.val
-        loader = DataLoader(dataset, batch_size=256)
-    each, probs_sum, labels = [], None, None
+        return DataLoader(dataset, batch_size=256, collate_fn=pad_batch)
+    splits = image_splits(data, input_spec(model.cfg.model))
+    dataset = splits.test if split == "test" and splits.test is not None else splits.val
+    return DataLoader(dataset, batch_size=64)
+
+
+def vote(probs: list[torch.Tensor], how: str = "soft") -> torch.Tensor:
+    """The ensemble's classes: the highest mean probability (soft), or the most models'
+    argmax (hard; a tie goes to the tied class with the highest mean probability)."""
+    mean = torch.stack(probs).mean(0)
+    if how == "soft":
+        return mean.argmax(1)
+    counts = sum(nn.functional.one_hot(p.argmax(1), mean.shape[1]) for p in probs)
+    return (counts.float() + mean / (len(probs) + 1)).argmax(1)  # mean < 1 vote: ties only
+
+
+def evaluate_classifiers(models: list[Loaded], split: str = "test", how: str = "soft") -> dict[str, Any]:
+    """Accuracy of each model and of their ensemble on the held-out split they share;
+    models may differ in architecture, input size and preprocessing."""
+    base = {f: getattr(models[0].cfg.data, f) for f in SPLIT_FIELDS}
+    for m in models[1:]:
+        other = {f: getattr(m.cfg.data, f) for f in SPLIT_FIELDS}
+        if other != base:
+            field = next(f for f in SPLIT_FIELDS if other[f] != base[f])
+            raise ConfigError(
+                f"{m.directory}: data.{field} is {other[field]!r}, {models[0].directory}'s is "
+                f"{base[field]!r}; an ensemble is evaluated on one held-out set (allowed to differ: "
+                "image_size, channels, normalize, augment, and the models)")
+    each, probs, labels = [], [], None
     for m in models:
-        probs, labels = _probabilities(m.net, loader)
-        each.append(float((probs.argmax(1) == labels).float().mean()))
-        probs_sum = probs if probs_sum is None else probs_sum + probs
-    assert probs_sum is not None and labels is not None
-    ensemble = float((probs_sum.argmax(1) == labels).float().mean())
-    return {"split": split, "examples": len(labels), "accuracies": each, "ensemble_accuracy": ensemble}
+        p, y = _probabilities(m.net, _held_out(m, split))
+        if labels is not None and not torch.equal(y, labels):
+            raise ConfigError(f"{m.directory}: its held-out examples differ from {models[0].directory}'s")
+        labels = y
+        probs.append(p)
+        each.append(float((p.argmax(1) == y).float().mean()))
+    assert labels is not None
+    ensemble = float((vote(probs, how) == labels).float().mean())
+    return {"split": split, "examples": len(labels), "accuracies": each, "ensemble_accuracy": ensemble,
+            "vote": how}
 
 
 def generate(loaded: Loaded, prompt: str, length: int, temperature: float = 0.8, seed: int = 0) -> str:
-    """`length` characters sampled after `prompt` (temperature-scaled softmax)."""
+    """`length` characters sampled after `prompt` (temperature-scaled softmax). An LSTM
+    reads the prompt, then one token at a time with its state; a transformer rereads the
+    last `data.seq_len` tokens (its context) for every new one."""
     assert loaded.vocab is not None
     generator = torch.Generator().manual_seed(seed)
     ids = loaded.vocab.encode_text(prompt or "\n").unsqueeze(0)
+    window = loaded.cfg.text_context if isinstance(loaded.net, TransformerLanguageModel) else 0
     out: list[int] = []
     with torch.no_grad():
-        logits, state = loaded.net(ids)
+        logits, state = loaded.net(ids[:, -window:])
         for _ in range(length):
             probs = torch.softmax(logits[0, -1] / max(temperature, 1e-4), dim=0)
             nxt = int(torch.multinomial(probs, 1, generator=generator))
             out.append(nxt)
-            logits, state = loaded.net(torch.tensor([[nxt]]), state)
+            if window:
+                ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)[:, -window:]
+                logits, _ = loaded.net(ids)
+            else:
+                logits, state = loaded.net(torch.tensor([[nxt]]), state)
     joiner = " " if isinstance(loaded.vocab, WordVocab) and prompt else ""
     return prompt + joiner + loaded.vocab.decode(out)
 
@@ -128,13 +162,15 @@ def eval_command(cfg: Any, directories: list[Path], options: EvalOptions) -> Non
         return
     if any(m.cfg.kind != "classify" for m in models):
         raise ConfigError("eval: an ensemble takes classifier checkpoints only")
-    report = evaluate_classifiers(models)
-    for d, acc in zip(directories, report["accuracies"]):
-        print(f"{d}: {report['split']} accuracy {acc:.4f}")
+    report = evaluate_classifiers(models, how=options.vote)
+    for d, m, acc in zip(directories, models, report["accuracies"]):
+        shape = json.loads((m.directory / "data.json").read_text())["input_shape"]
+        size = "x".join(map(str, shape)) or "tokens"
+        print(f"{d}: {m.cfg.model.arch} on {size}, {report['split']} accuracy {acc:.4f}")
     line = f"raydl eval: {report['examples']} {report['split']} examples"
     if len(models) > 1:
         line += f", ensemble of {len(models)} accuracy {report['ensemble_accuracy']:.4f}"
-        line += f" (best single {max(report['accuracies']):.4f})"
+        line += f" ({report['vote']} vote; best single {max(report['accuracies']):.4f})"
     else:
         line += f", accuracy {report['accuracies'][0]:.4f}"
     print(line)

@@ -14,6 +14,18 @@ from raydl.train.experiment import FitExperiment
 
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 DOCUMENT_SOURCES = ("text_folder", "csv")
+# raydl's own networks; any other `model.arch` names a torchvision classification model
+# (checked against torchvision's list by the check step, raydl.sl.backbones).
+IMAGE_ARCHS = ("cnn",)
+TEXT_ARCHS = ("lstm", "textcnn", "transformer")
+LM_ARCHS = ("lstm_lm", "transformer_lm")
+TRANSFORMER_ARCHS = ("transformer", "transformer_lm")
+OWN_ARCHS = IMAGE_ARCHS + TEXT_ARCHS + LM_ARCHS
+
+
+def is_backbone(arch: str) -> bool:
+    """Whether `arch` names a torchvision classification model rather than raydl's own."""
+    return arch not in OWN_ARCHS
 
 
 @dataclass
@@ -50,23 +62,33 @@ class DataConfig:
 class ModelConfig:
     """Which network, and its sizes."""
 
-    arch: Literal["cnn", "resnet18", "resnet34", "resnet50", "lstm", "textcnn", "lstm_lm"] = param(
-        "cnn", "network: cnn, resnet18/34/50 (transfer), lstm, textcnn, lstm_lm"
+    arch: str = param(
+        "cnn", "network: raydl's own cnn, lstm, textcnn, lstm_lm; or any torchvision "
+        "classification model by name (transfer learning): resnet18, vgg16, densenet121, "
+        "inception_v3, efficientnet_b0, mobilenet_v3_small, vit_b_16, ..."
     )
     channels: list[int] = param(default_factory=lambda: [32, 64], help="cnn: conv widths", ge=1)
-    hidden: int = param(128, "cnn: fully connected width; lstm: hidden size", ge=1)
+    hidden: int = param(128, "cnn: fully connected width; lstm: hidden size; transformer: MLP width", ge=1)
     dropout: float = param(0.25, "dropout probability", ge=0, lt=1)
-    layers: int = param(1, "lstm: stacked layers", ge=1)
+    layers: int = param(1, "lstm, transformer: stacked layers (blocks)", ge=1)
     bidirectional: bool = param(False, "lstm classifier: read both directions")
-    embedding: int = param(64, "token embedding size (text models)", ge=1)
-    tie_weights: bool = param(False, "lstm_lm: share embedding and output weights")
+    embedding: int = param(64, "token embedding size (text models; transformer: d_model)", ge=1)
+    tie_weights: bool = param(False, "lstm_lm, transformer_lm: share embedding and output weights")
+    heads: int = param(4, "transformer: attention heads (model.embedding a multiple of it)", ge=1)
+    positional: Literal["learned", "sinusoidal"] = param("learned", "transformer: positional encoding")
+    pooling: Literal["mean", "cls"] = param("mean", "transformer classifier: mean of real tokens, or a CLS token")
+    embeddings_file: str | None = param(
+        None, "word-level text models: pretrained vectors (GloVe, word2vec text, fastText .vec)")
+    freeze_embeddings: bool = param(False, "keep the pretrained vectors fixed (false: fine-tune them)")
     kernel_sizes: list[int] = param(default_factory=lambda: [3, 4, 5], help="textcnn kernels")
-    pretrained: bool = param(False, "resnet: start from torchvision's ImageNet weights")
-    freeze: Literal["none", "backbone"] = param("none", "resnet: train only the new head")
-    unfreeze_after: int = param(0, "resnet: unfreeze the backbone after N epochs (0: never)", ge=0)
-    checkpoint_dir: str | None = param(None, "resnet: torch hub cache dir for pretrained weights (none: torch's)")
-
-
+    pretrained: bool = param(False, "backbones: start from torchvision's ImageNet weights (torch's hub cache)")
+    weights_file: str | None = param(
+        None, "backbones: start from the ImageNet state dict in this local file (overrides pretrained)")
+    freeze: Literal["none", "backbone"] = param("none", "backbones: train only the new head (and unfrozen_blocks)")
+    unfrozen_blocks: int = param(0, "backbones with freeze: backbone: also train the last N blocks", ge=0)
+    unfreeze_after: int = param(0, "backbones: unfreeze everything after N epochs (0: never)", ge=0)
+    aux_logits: bool = param(True, "inception_v3, googlenet: train the auxiliary classifiers too (loss weights 0.4, 0.3)")
+    checkpoint_dir: str | None = param(None, "backbones: torch hub cache dir for pretrained weights (none: torch's)")
 
 
 @dataclass
@@ -83,6 +105,8 @@ class TrainConfig:
     step_size: int = param(10, "schedule step: epochs between decays", ge=1)
     step_gamma: float = param(0.1, "schedule step: decay factor", gt=0, le=1)
     grad_clip: float = param(0.0, "max global gradient norm (0: no clipping)", ge=0)
+    warmup_steps: int = param(0, "linear learning-rate warm-up over the first N optimizer steps (0: off)", ge=0)
+    max_minutes: float = param(0.0, "stop at the first epoch end past this much training time (0: no limit)", ge=0)
     amp: bool = param(False, "bfloat16 autocast (GPU workers only)")
     early_stop_patience: int = param(0, "stop after N epochs without improvement (0: off)", ge=0)
     early_stop_metric: str | None = param(None, "metric watched (none: val_accuracy, or val_loss for language models)")
@@ -103,36 +127,88 @@ class SupervisedExperiment(FitExperiment):
 
     def validate(self) -> None:
         lm = self.kind == "language_model"
-        if lm != (self.model.arch == "lstm_lm"):
-            allowed = "lstm_lm" if lm else "cnn, resnet18, resnet34, resnet50, lstm, textcnn"
-            raise ConfigError(f"model.arch: {self.model.arch!r} does not fit kind {self.kind}; allowed: {allowed}")
+        arch = self.model.arch
+        if lm != (arch in LM_ARCHS):
+            allowed = ", ".join(LM_ARCHS) if lm else ", ".join(IMAGE_ARCHS + TEXT_ARCHS) + ", or a torchvision model"
+            raise ConfigError(f"model.arch: {arch!r} does not fit kind {self.kind}; allowed: {allowed}")
         if lm != (self.data.source == "text"):
             raise ConfigError(
                 f"data.source: {self.data.source!r} does not fit kind {self.kind}; allowed: "
                 + ("text" if lm else "digits, mnist, fashion_mnist, cifar10, folder, text_folder, csv")
             )
         documents = self.data.source in DOCUMENT_SOURCES
-        if self.model.arch == "textcnn" and not documents:
+        if arch == "textcnn" and not documents:
             raise ConfigError(
                 f"model.arch: textcnn reads documents, data.source is {self.data.source!r}; "
                 "allowed sources: text_folder, csv"
             )
-        if self.model.arch in ("cnn", "resnet18", "resnet34", "resnet50") and documents:
+        if (arch in IMAGE_ARCHS or is_backbone(arch)) and documents:
             raise ConfigError(
-                f"model.arch: {self.model.arch} needs images, data.source is {self.data.source!r}; "
-                "allowed for documents: lstm, textcnn"
+                f"model.arch: {arch} needs images, data.source is {self.data.source!r}; "
+                f"allowed for documents: {', '.join(TEXT_ARCHS)}"
             )
-        if self.model.arch == "lstm" and not documents and not self.data.sequence:
+        if arch == "lstm" and not documents and not self.data.sequence:
             raise ConfigError("model.arch: lstm reads images as rows; set data.sequence: true")
-        if self.model.arch == "cnn" and self.data.sequence:
-            raise ConfigError("data.sequence: true gives row sequences; model.arch cnn needs images (allowed: false)")
-        if self.model.arch.startswith("resnet") and self.data.channels not in (0, 3):
-            raise ConfigError("data.channels: ResNets take 3-channel images; allowed: 3 (or 0 for RGB sources)")
-        if self.model.tie_weights and self.model.embedding != self.model.hidden:
+        if (arch == "cnn" or is_backbone(arch)) and self.data.sequence:
+            raise ConfigError(f"data.sequence: true gives row sequences; model.arch {arch} needs images (allowed: false)")
+        self._validate_backbone()
+        self._validate_text_models()
+
+    def _validate_backbone(self) -> None:
+        """Options of torchvision backbones, refused for raydl's own networks."""
+        model, defaults = self.model, ModelConfig()
+        if is_backbone(model.arch):
+            if self.data.channels not in (0, 3):
+                raise ConfigError(f"data.channels: {model.arch} takes 3-channel images (grey ones are "
+                                  "repeated); allowed: 3 or 0")
+            if model.unfrozen_blocks and model.freeze != "backbone":
+                raise ConfigError("model.unfrozen_blocks: says which blocks stay trainable under "
+                                  "model.freeze: backbone; set that, or unfrozen_blocks: 0")
+            return
+        for name in ("pretrained", "weights_file", "freeze", "unfrozen_blocks", "unfreeze_after", "checkpoint_dir"):
+            if getattr(model, name) != getattr(defaults, name):
+                raise ConfigError(f"model.{name}: applies to torchvision backbones only; model.arch "
+                                  f"{model.arch} is raydl's own (allowed: leave it out)")
+
+    def _validate_text_models(self) -> None:
+        """Options of raydl's text networks: LSTM weight tying, transformer sizes, the
+        documents a transformer classifier reads, pretrained word vectors."""
+        model, arch = self.model, self.model.arch
+        documents = self.data.source in DOCUMENT_SOURCES
+        if arch == "lstm_lm" and model.tie_weights and model.embedding != model.hidden:
             raise ConfigError(
                 f"model.tie_weights: needs model.embedding == model.hidden, got "
-                f"{self.model.embedding} and {self.model.hidden}"
+                f"{model.embedding} and {model.hidden}"
             )
+        if arch in TRANSFORMER_ARCHS and model.embedding % model.heads:
+            raise ConfigError(f"model.heads: model.embedding {model.embedding} is not a multiple of "
+                              f"{model.heads} heads; allowed: a divisor of {model.embedding}")
+        if arch == "transformer" and not documents:
+            raise ConfigError(f"model.arch: transformer reads documents, data.source is "
+                              f"{self.data.source!r}; allowed sources: text_folder, csv")
+        words = documents and arch in TEXT_ARCHS or arch in LM_ARCHS and self.data.level == "word"
+        if model.embeddings_file and not words:
+            raise ConfigError(
+                f"model.embeddings_file: word vectors need word tokens, model.arch {arch} reads "
+                + ("characters" if arch in LM_ARCHS else "images")
+                + "; allowed: documents (text_folder, csv) or a language model with data.level: word")
+        if model.freeze_embeddings and not model.embeddings_file:
+            raise ConfigError("model.freeze_embeddings: there are no pretrained vectors to keep; "
+                              "set model.embeddings_file, or freeze_embeddings: false")
+        if model.freeze_embeddings and model.tie_weights and arch in LM_ARCHS:
+            raise ConfigError("model.freeze_embeddings: with model.tie_weights the output layer "
+                              "would be frozen too; allowed: one of the two")
+
+    @property
+    def text_context(self) -> int:
+        """The most tokens a transformer reads at once: a language model's window
+        (data.seq_len), a document's first data.max_tokens words."""
+        return self.data.seq_len if self.kind == "language_model" else self.data.max_tokens
+
+    @property
+    def time_budget_s(self) -> float:
+        """The epoch loop's wall-time budget (`train.max_minutes`; 0: none)."""
+        return self.train.max_minutes * 60.0
 
     @property
     def title(self) -> str:

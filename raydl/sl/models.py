@@ -1,17 +1,16 @@
-"""Models of the supervised kinds: a small CNN, ResNet transfer learning, LSTMs, TextCNN."""
+"""Models of the supervised kinds: a small CNN, LSTMs, TextCNN, and any torchvision
+classification model as a transfer-learning backbone (raydl.sl.backbones)."""
 
 from __future__ import annotations
-
-import contextlib
-import io
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from raydl.sl.experiment import ModelConfig
 from raydl.errors import ConfigError
+from raydl.sl.backbones import build_backbone
+from raydl.sl.experiment import TRANSFORMER_ARCHS, ModelConfig, is_backbone
+
 
 class SmallCNN(nn.Module):
     """An MNIST-style CNN: [conv3x3-ReLU] x k, max-pool, dropout, FC-ReLU, dropout, FC."""
@@ -32,50 +31,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-def resnet(arch: str, num_classes: int, cfg: ModelConfig) -> nn.Module:
-    """A torchvision ResNet whose final layer is replaced by a fresh `num_classes` head."""
-    import torchvision
-
-    weights = None
-    if cfg.pretrained:
-        weights = torchvision.models.get_model_weights(arch).DEFAULT
-        if cfg.checkpoint_dir:
-            torch.hub.set_dir(str(Path(cfg.checkpoint_dir).expanduser()))
-    net = torchvision.models.get_model(arch, weights=weights)
-    net.fc = nn.Linear(net.fc.in_features, num_classes)
-    return net
-
-
-def check_pretrained(arch: str, cfg: ModelConfig) -> None:
-    """Fail before training, in one line, when ImageNet weights are neither cached nor
-    downloadable."""
-    if not cfg.pretrained or not arch.startswith("resnet"):
-        return
-    import torchvision
-
-    url = torchvision.models.get_model_weights(arch).DEFAULT.url
-    hub = Path(cfg.checkpoint_dir).expanduser() if cfg.checkpoint_dir else Path(torch.hub.get_dir())
-    cached = hub / "checkpoints" / url.rsplit("/", 1)[-1]
-    if cached.is_file():
-        return
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line
-            torch.hub.load_state_dict_from_url(url, model_dir=str(hub / "checkpoints"), progress=False)
-    except Exception as exc:  # offline: URLError, socket errors, HTTP errors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"model.pretrained: {arch} ImageNet weights are not cached at {cached} and cannot "
-            f"be downloaded ({reason}); put the file there or set model.pretrained: false"
-        ) from None
-
-
-def set_backbone_trainable(net: nn.Module, trainable: bool) -> None:
-    """Freeze (or unfreeze) everything but the classification head `fc`."""
-    for name, p in net.named_parameters():
-        if not name.startswith("fc."):
-            p.requires_grad_(trainable)
 
 
 class LSTMClassifier(nn.Module):
@@ -152,20 +107,23 @@ class LSTMLanguageModel(nn.Module):
 
 
 def build_model(
-    cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, vocab_size: int = 0
+    cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, vocab_size: int = 0,
+    context: int = 0,
 ) -> nn.Module:
-    """The network for `cfg.arch` sized for the data."""
+    """The network for `cfg.arch` sized for the data (`context`: the most tokens a
+    transformer reads at once, SupervisedExperiment.text_context)."""
     if cfg.arch == "cnn":
         if len(input_shape) != 3:
             raise ConfigError(f"model.arch: cnn needs (C, H, W) images, got shape {input_shape}")
         return SmallCNN(input_shape, num_classes, cfg)
-    if cfg.arch.startswith("resnet"):
-        net = resnet(cfg.arch, num_classes, cfg)
-        if cfg.freeze == "backbone":
-            set_backbone_trainable(net, False)
-        return net
+    if is_backbone(cfg.arch):
+        return build_backbone(cfg, num_classes)
     if cfg.arch == "lstm":
         return LSTMClassifier(input_shape[-1] if not vocab_size else 0, num_classes, cfg, vocab_size)
     if cfg.arch == "textcnn":
         return TextCNN(vocab_size, num_classes, cfg)
+    if cfg.arch in TRANSFORMER_ARCHS:
+        from raydl.sl.transformer import build_transformer
+
+        return build_transformer(cfg, num_classes, vocab_size, context)
     return LSTMLanguageModel(vocab_size, cfg)

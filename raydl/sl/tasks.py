@@ -2,8 +2,9 @@
 
 `SupervisedTask` is what the loop drives for `classify` and `language_model`: the model
 prepared for DDP (gloo on CPU, NCCL on GPU), its optimizer stepped through
-`raydl.nn.guarded_step`, the learning-rate schedule, `model.unfreeze_after` and the
-watched metric. It holds one problem, which knows the data, the network and its metrics:
+`raydl.nn.guarded_step`, the learning-rate warm-up (raydl.sl.warmup) and schedule,
+`model.unfreeze_after`, pretrained word vectors (raydl.sl.embeddings) and the watched
+metric. It holds one problem, which knows the data, the network and its metrics:
 
 - `ClassifyTask`: images, image rows or documents -> class; accuracy is the headline.
 - `LanguageModelTask`: characters (or words) -> the next one, truncated BPTT; bits per
@@ -38,7 +39,10 @@ from raydl.sl.data import (
     text_splits,
 )
 from raydl.sl.experiment import SupervisedExperiment, TrainConfig
-from raydl.sl.models import build_model, set_backbone_trainable
+from raydl.sl.backbones import input_spec, logits_and_aux, set_backbone_trainable
+from raydl.sl.embeddings import load_pretrained
+from raydl.sl.models import build_model
+from raydl.sl.warmup import Warmup
 from raydl.train.loop import Step, Watched, Worker
 from raydl.train.plumbing import DATA_FILE, all_reduce
 
@@ -62,9 +66,10 @@ class ClassifyTask:
         if self.documents:
             self.docs = document_splits(cfg.data)
             self.train_set, self.val_set, self.test_set = self.docs.train, self.docs.val, self.docs.test
-            self.net = build_model(cfg.model, (), len(self.docs.labels), vocab_size=len(self.docs.vocab))
+            self.net = build_model(cfg.model, (), len(self.docs.labels), vocab_size=len(self.docs.vocab),
+                                   context=cfg.text_context)
         else:
-            self.splits = image_splits(cfg.data)
+            self.splits = image_splits(cfg.data, input_spec(cfg.model))
             self.train_set, self.val_set, self.test_set = self.splits.train, self.splits.val, self.splits.test
             self.net = build_model(cfg.model, self.splits.input_shape, self.splits.num_classes)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -90,9 +95,13 @@ class ClassifyTask:
         return model(x), y
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """The mean loss of a batch and its counts (examples, correct ones)."""
-        logits, y = self.forward(model, batch)
+        """The mean loss of a batch and its counts (examples, correct ones); Inception's
+        and GoogLeNet's auxiliary classifiers add their weighted losses."""
+        out, y = self.forward(model, batch)
+        logits, aux = logits_and_aux(out)
         loss = nn.functional.cross_entropy(logits.float(), y)
+        for weight, aux_logits in aux:
+            loss = loss + weight * nn.functional.cross_entropy(aux_logits.float(), y)
         return loss, {"n": len(y), "correct": float((logits.argmax(1) == y).sum())}
 
     def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
@@ -115,6 +124,10 @@ class ClassifyTask:
                 total += len(y)
         loss_sum, correct, total = all_reduce([loss_sum, correct, total], device)
         return {f"{split}_loss": loss_sum / max(total, 1), f"{split}_accuracy": correct / max(total, 1)}
+
+    def training_words(self) -> tuple[list[str], torch.Tensor]:
+        """The documents' vocabulary and the training split's token ids."""
+        return self.docs.vocab.words, torch.cat(self.docs.train.docs)
 
     def save_extra(self, directory: Path) -> None:
         """data.json (classes, input shape, normalization) and, for documents, vocab.json."""
@@ -141,7 +154,7 @@ class LanguageModelTask:
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, worker.device
         self.splits = text_splits(cfg.data)
         self.vocab: CharVocab | WordVocab = self.splits.vocab
-        self.net = build_model(cfg.model, (), 0, vocab_size=len(self.vocab))
+        self.net = build_model(cfg.model, (), 0, vocab_size=len(self.vocab), context=cfg.text_context)
         # Each worker trains on its own contiguous slice of the stream.
         train = self.splits.train
         size = len(train) // world
@@ -155,14 +168,15 @@ class LanguageModelTask:
             yield x.to(self.device), y.to(self.device)
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """The mean loss of a window and its token count; the LSTM state goes on."""
+        """The mean loss of a window and its token count; an LSTM's state goes on."""
         x, y = batch
         state = self.state
         if state is not None and state[0].shape[1] != len(x):
             state = None
         logits, new_state = model(x, state)
-        # Carry the state into the next window but cut the gradient there (truncated BPTT).
-        self.state = (new_state[0].detach(), new_state[1].detach())
+        # Carry the state into the next window but cut the gradient there (truncated BPTT);
+        # a transformer gives none back: each window is all the context it has.
+        self.state = None if new_state is None else (new_state[0].detach(), new_state[1].detach())
         loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
         return loss, {"n": y.numel()}
 
@@ -188,6 +202,11 @@ class LanguageModelTask:
         loss = loss_sum / max(tokens, 1)
         return {f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2),
                 f"{split}_perplexity": math.exp(min(loss, 50.0))}
+
+    def training_words(self) -> tuple[list[str], torch.Tensor]:
+        """The word vocabulary and the training stream."""
+        assert isinstance(self.vocab, WordVocab)  # experiment validation: data.level word
+        return self.vocab.words, self.splits.train
 
     def save_extra(self, directory: Path) -> None:
         self.vocab.save(directory / VOCAB_FILE)
@@ -224,14 +243,29 @@ class SupervisedTask:
             LanguageModelTask if cfg.kind == "language_model" else ClassifyTask
         )(worker)
         self.unit, self.loader = self.problem.unit, self.problem.loader
+        self.first_row = self._pretrained_embeddings()  # before DDP sees which weights train
         self.model = worker.prepare_model(self.problem.net)
         self.params = list(self.model.parameters())
         t = cfg.train
         self.optimizer = make_optimizer(t.optimizer, self.params, t.lr, momentum=t.momentum,
                                         weight_decay=t.weight_decay)
         self.scheduler = _scheduler(t, self.optimizer)
+        self.warmup, self.lr_factor = Warmup(t.warmup_steps), 1.0
         metric, mode = cfg.watched
         self.watched = Watched(metric, "max" if mode == "max" else "min", t.early_stop_patience)
+
+    def _pretrained_embeddings(self) -> dict[str, float]:
+        """`model.embeddings_file`'s vectors in the network's token table; their coverage
+        for the first epoch's metrics row (rank 0 prints it once)."""
+        model = self.cfg.model
+        if not model.embeddings_file:
+            return {}
+        words, ids = self.problem.training_words()
+        coverage, line = load_pretrained(self.problem.net.embed, words, ids, model.embeddings_file,
+                                         model.freeze_embeddings, self.cfg.seed)
+        if self.worker.rank == 0:
+            print(f"raydl: {model.embeddings_file}: {line}", flush=True)
+        return coverage
 
     def _unfreeze(self) -> None:
         # DDP fixes its gradient hooks at wrap time: unfreeze, then wrap again.
@@ -239,15 +273,17 @@ class SupervisedTask:
         self.model = self.worker.prepare_model(_unwrap(self.model))
 
     def state(self) -> dict[str, Any]:
-        """model.pt: the network, the optimizer and the schedule."""
+        """model.pt: the network, the optimizer, the schedule and the warm-up's steps."""
         return {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+                "scheduler": self.scheduler.state_dict(), "warmup": self.warmup.state_dict()}
 
     def load(self, saved: dict[str, Any], epoch: int) -> None:
         """Restore model.pt; a backbone unfrozen before `epoch` is unfrozen again."""
         _unwrap(self.model).load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         restore_schedule(self.scheduler, saved["scheduler"], self.cfg.train.epochs)
+        if "warmup" in saved:  # absent in older checkpoints
+            self.warmup.load_state_dict(saved["warmup"])
         after = self.cfg.model.unfreeze_after
         if after and epoch > after:
             self._unfreeze()
@@ -256,6 +292,7 @@ class SupervisedTask:
         """After a restore, reseed: a fresh start keeps the seed every worker was given."""
         if restored:
             torch.manual_seed(self.cfg.seed + 7919 * epoch)  # dropout masks differ from the first pass
+            self.first_row = {}  # the run's first row has it
 
     def begin_epoch(self, epoch: int) -> None:
         """Unfreeze the backbone when `model.unfreeze_after` epochs are done; train mode."""
@@ -274,18 +311,23 @@ class SupervisedTask:
         """Forward (in bfloat16 with `train.amp`), then one guarded optimizer step."""
         with self.worker.autocast():
             loss, stats = self.problem.loss(self.model, batch)
-        (loss_value, norm_value), stepped = guarded_step(self.optimizer, self.params, loss, self.cfg.train.grad_clip)
+        with self.warmup.scaled(self.optimizer) as factor:
+            (loss_value, norm_value), stepped = guarded_step(self.optimizer, self.params, loss, self.cfg.train.grad_clip)
         if not stepped:  # a NaN/inf gradient (the same on every rank): no update, no sums
             return Step({}, nonfinite={"loss": loss_value, "grad_norm": norm_value})
+        self.warmup.stepped()
+        self.lr_factor = factor
         return Step({"loss": loss_value * stats["n"], **stats})
 
     def epoch_metrics(self, totals: dict[str, float]) -> dict[str, Any]:
-        """Training means, the epoch's learning rate (then the schedule steps), validation."""
-        lr = self.optimizer.param_groups[0]["lr"]
+        """Training means, the learning rate of the epoch's last step (then the schedule
+        steps), validation; the first epoch adds the pretrained embeddings' coverage."""
+        lr = self.optimizer.param_groups[0]["lr"] * self.lr_factor
         self.scheduler.step()
         self.model.eval()
+        first, self.first_row = self.first_row, {}
         return {**self.problem.train_metrics(totals), **self.problem.evaluate(self.model, "val", self.worker.device),
-                "lr": lr}
+                "lr": lr, **first}
 
     def closing_metrics(self, epoch: int, last: bool) -> dict[str, Any]:
         """The test split, once: on the run's last epoch."""

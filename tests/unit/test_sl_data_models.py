@@ -3,7 +3,8 @@
 import torch
 
 from raydl.sl.data import CharVocab, DataConfig, bptt_batches, image_splits, shard
-from raydl.sl.models import ModelConfig, build_model, set_backbone_trainable
+from raydl.sl.backbones import set_backbone_trainable
+from raydl.sl.models import ModelConfig, build_model
 
 
 def test_digits_split_is_disjoint_reproducible_and_standardized() -> None:
