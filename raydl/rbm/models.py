@@ -48,6 +48,14 @@ class BernoulliRBM(nn.Module):
         self.visible_bias = nn.Parameter(torch.zeros(n_visible))
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden))
 
+    @torch.no_grad()
+    def init_visible_bias(self, v: torch.Tensor) -> None:
+        """b_i = log(p_i / (1 - p_i)), p_i the mean of visible unit i over the training data
+        `v` (Hinton's guide, section 8), clipped to [0.001, 0.999] for units always off or on:
+        the weights then need not learn the mean image first, the same in every hidden unit."""
+        p = v.mean(0).clamp(1e-3, 1 - 1e-3)
+        self.visible_bias.copy_(torch.log(p / (1 - p)))
+
     def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
         """p(h_j = 1 | v) = sigmoid(c_j + W_j . v)."""
         return torch.sigmoid(F.linear(v, self.weight, self.hidden_bias))

@@ -120,6 +120,7 @@ class RBMTask:
         self.cfg, self.worker = cfg, worker
         self.images = flat_images(cfg.data)
         rbm = BernoulliRBM(self.images.n_visible, cfg.model.n_hidden, torch.Generator().manual_seed(cfg.seed))
+        rbm.init_visible_bias(self.images.x["train"])
         self.learner = CDLearner(rbm, cfg.train, worker)
         self.order = torch.Generator()
         self.loader = shuffled_loader(self.images.train_set(), worker, self.order)
@@ -200,6 +201,8 @@ class DBNTask:
         (fresh momentum and chains), or the classifier built from the pretrained RBMs."""
         layer = self._layer_of(epoch)
         if layer is not None and (self.learner is None or self.layer != layer):
+            x = self._features(self.images.x["train"].to(self.worker.device), layer)
+            self.rbms[layer].init_visible_bias(x)  # all the training data: the same on every worker
             self.layer, self.learner = layer, CDLearner(self.rbms[layer], self.cfg.train, self.worker)
         elif layer is None and self.classifier is None:
             t = self.cfg.train
