@@ -315,7 +315,9 @@ def _cmd_list(_: argparse.Namespace) -> int:
     for path in registry.experiment_files():
         try:
             data = read_yaml(path)
-            where = f"env={data['env']}" if "env" in data else f"data={(data.get('data') or {}).get('source', 'digits')}"
+            section = data.get("data") or {}  # images and text name a source; ratings a file
+            source = section.get("source") or section.get("ratings_file") or "digits"
+            where = f"env={data['env']}" if "env" in data else f"data={source}"
             print(f"  {path.stem:<28} kind={data.get('kind')}  {where}")
         except ConfigError as exc:
             print(f"  {path.stem:<28} (unreadable: {exc})")

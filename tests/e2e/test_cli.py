@@ -282,7 +282,7 @@ def test_list_shows_experiments(tmp_path: Path) -> None:
     for name in ("a3c_cartpole", "a2c_cartpole", "reinforce_cartpole", "a3c_pong", "dcgan_digits",
                  "tune_dqn_cartpole"):
         assert name in proc.stdout
-    assert "kinds: a2c, a3c, classify, dqn, gan, language_model, ppo, reinforce, sac, td3, vae" in proc.stdout
+    assert "kinds: a2c, a3c, cf_rbm, classify, dbn, dqn, gan, language_model, ppo, rbm, reinforce, sac, td3, vae" in proc.stdout
     assert "kind=gan  data=digits" in proc.stdout  # non-RL experiments show their data source
 
 

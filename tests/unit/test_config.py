@@ -88,7 +88,7 @@ def test_kind_defaults_are_filled_in_when_loading_and_never_changed_after() -> N
 
 
 def test_unknown_kind_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match=r"kind: unknown kind 'dq' \(did you mean 'dqn'\?\); allowed: a2c, a3c, classify, dqn, gan, language_model, ppo, reinforce, sac, td3, vae"):
+    with pytest.raises(ConfigError, match=r"kind: unknown kind 'dq' \(did you mean 'dqn'\?\); allowed: a2c, a3c, cf_rbm, classify, dbn, dqn, gan, language_model, ppo, rbm, reinforce, sac, td3, vae"):
         load_experiment({"kind": "dq"})
     with pytest.raises(ConfigError, match="kind: missing"):
         load_experiment({"env": "CartPole-v1"})
