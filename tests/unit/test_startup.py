@@ -25,7 +25,7 @@ def _imported_after(argv: list[str]) -> list[str]:
     return [m for m in heavy.split(",") if m]
 
 
-@pytest.mark.parametrize("experiment", ["dqn_cartpole", "a3c_cartpole", "cnn_digits", "dcgan_digits", "vae_digits", "lstm_lm_pydoc"])
+@pytest.mark.parametrize("experiment", ["dqn_cartpole", "a3c_cartpole", "cnn_digits", "dcgan_digits", "vae_digits", "lstm_lm_pydoc", "dbn_digits"])
 def test_check_imports_neither_torch_nor_ray(experiment: str) -> None:
     assert _imported_after(["check", experiment]) == []
 
