@@ -23,7 +23,9 @@ def _model(checkpoint: Path) -> dict:
     return torch.load(checkpoint / "model.pt", weights_only=True)
 
 
-def test_pcd_on_two_workers_keeps_the_replicas_equal_and_resumes_exactly(tmp_path: Path) -> None:
+def test_pcd_on_two_workers_keeps_the_replicas_equal_and_resumes_exactly(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     straight = train("rbm_digits", SMALL_RBM + ["train.epochs=2"], out=tmp_path / "a", progress=False, echo=False)
     rows = read_metrics(straight.run_dir)
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["replica_divergence"] == 0.0 for r in rows)
@@ -40,6 +42,9 @@ def test_pcd_on_two_workers_keeps_the_replicas_equal_and_resumes_exactly(tmp_pat
     for a, b in zip(want["optimizer"]["state"].values(), got["optimizer"]["state"].values()):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     assert resumed.metrics["test_accuracy"] == rows[-1]["test_accuracy"]
+    capsys.readouterr()
+    assert main(["eval", str(straight.run_dir)]) == 0  # the same regression on the same features
+    assert f"features {rows[-1]['test_accuracy']:.4f}" in capsys.readouterr().out
 
 
 def test_dbn_pretrains_layer_by_layer_then_fine_tunes_under_ddp(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -79,3 +84,6 @@ def test_cf_rbm_beats_the_item_means_on_planted_tastes_and_recommends_unrated_it
     scores = [float(part.split("(")[1].rstrip(")")) for part in out[0].split(", ")]
     assert scores == sorted(scores, reverse=True) and all(1 <= s <= 5 for s in scores)
     assert np.isfinite(scores).all()
+    assert main(["eval", str(run.run_dir), "--user", "999"]) == 2
+    assert capsys.readouterr().err == ("raydl: error: --user 999: no such user in the ratings file; its users "
+                                       "are 1 to 200 (200 of them)\n")
