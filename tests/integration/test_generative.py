@@ -82,8 +82,9 @@ def test_dcgan_with_diff_augment_and_weight_average_keeps_replicas_identical(tmp
     from raydl.gen.trainer import load_generator
 
     run = train("dcgan_digits", QUIET + SMALL_GAN + [
-        "train.epochs=1", "train.diff_augment=color,translation,cutout", "train.g_ema=0.99",
-        "score.classifier=null", "score.grid=0"], out=tmp_path / "runs", progress=False, echo=False)
+        "train.epochs=1", "train.batch_size=64", "train.diff_augment=color,translation,cutout",
+        "train.g_ema=0.99", "score.classifier=null", "score.grid=0"],
+        out=tmp_path / "runs", progress=False, echo=False)
     m = run.metrics
     # each worker augments its own images with its own randomness; the gradients, the
     # weights and their average still agree on both workers
