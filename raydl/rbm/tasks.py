@@ -103,8 +103,8 @@ def logistic_accuracy(features: dict[str, torch.Tensor], labels: dict[str, torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = LogisticRegression(C=score.C, solver="newton-cg", tol=score.tol, max_iter=score.max_iter).fit(features["train"].cpu().numpy(),
-                                                             labels["train"].numpy())
+        clf = LogisticRegression(C=score.C, solver="newton-cg", tol=score.tol, max_iter=score.max_iter)
+        clf.fit(features["train"].cpu().numpy(), labels["train"].numpy())
     return {f"{name}_accuracy": float(clf.score(features[name].cpu().numpy(), labels[name].numpy()))
             for name in ("val", "test") if len(labels[name])}
 
