@@ -36,6 +36,9 @@ class GenModelConfig:
     d_width: int = param(64, "gan: discriminator channels after its input layer (DCGAN's ndf)", ge=1)
     d_norm: Literal["batch", "spectral"] = param(
         "batch", "gan: discriminator normalization, DCGAN's BatchNorm or spectral norm (Miyato et al. 2018)")
+    conditional: bool = param(
+        False, "gan: class-conditional on the data's labels: the class one-hot beside z in the "
+        "generator, a projection discriminator (Miyato & Koyama 2018); samples cycle through the classes")
     width: int = param(32, "vae: channels of the first encoder layer", ge=1)
     variational: bool = param(True, "vae: a VAE (reparameterized z, KL term); false: a plain autoencoder")
 
@@ -145,8 +148,9 @@ class GenerativeExperiment(FitExperiment):
                                   f"only; this experiment is kind {self.kind}")
         if self.kind == "gan" and self.model.variational is not GenModelConfig().variational:
             raise ConfigError("model.variational: applies to kind vae only; this experiment is kind gan")
-        if self.kind == "vae" and self.model.d_norm != GenModelConfig().d_norm:
-            raise ConfigError("model.d_norm: applies to kind gan only; this experiment is kind vae")
+        for name in ("d_norm", "conditional"):
+            if self.kind == "vae" and getattr(self.model, name) != getattr(GenModelConfig(), name):
+                raise ConfigError(f"model.{name}: applies to kind gan only; this experiment is kind vae")
         if self.score.classifier == "auto" and source not in SCORER_EXPERIMENTS:
             raise ConfigError(
                 f"score.classifier: auto trains a scorer on {', '.join(SCORER_EXPERIMENTS)}; for "
@@ -167,7 +171,10 @@ class GenerativeExperiment(FitExperiment):
 
     @property
     def title(self) -> str:
-        net = "dcgan" if self.kind == "gan" else ("vae" if self.model.variational else "autoencoder")
+        if self.kind == "gan":
+            net = "conditional dcgan" if self.model.conditional else "dcgan"
+        else:
+            net = "vae" if self.model.variational else "autoencoder"
         return f"{self.kind} {net} on {self.data.source} ({self.image_size} px)"
 
 

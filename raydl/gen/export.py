@@ -1,6 +1,7 @@
 """A generative checkpoint as an exportable module: noise -> images.
 
-The graph takes standard normal noise (N, latent) and gives images (N, C, H, W) with
+The graph takes standard normal noise (N, latent) (and, for a conditional GAN, int64
+class labels (N,)) and gives images (N, C, H, W) with
 pixels in [0, 1], exactly as `raydl sample` draws them: a GAN's tanh output mapped from
 [-1, 1], a VAE decoder's sigmoid.
 """
@@ -20,16 +21,17 @@ from raydl.errors import ConfigError
 
 
 class Sampler(nn.Module):
-    """Noise -> [0, 1] images, by a GAN generator or a VAE decoder."""
+    """Noise [and class labels, for a conditional GAN] -> [0, 1] images, by a GAN
+    generator or a VAE decoder."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(self.net, ConvVAE):
             return torch.sigmoid(self.net.decode(z))
-        return (self.net(z) + 1) / 2
+        return (self.net(z, labels) + 1) / 2
 
 
 def exportable(directory: Path, cfg: Any) -> Exportable:
@@ -39,5 +41,9 @@ def exportable(directory: Path, cfg: Any) -> Exportable:
                           "no noise -> image graph; train with model.variational: true")
     _, net = load_generator(directory)
     noise = torch.randn(3, cfg.model.latent, generator=torch.Generator().manual_seed(0))
+    classes = getattr(net, "classes", 0)
+    if classes:  # int64 class indices beside the noise, one per image
+        return Exportable(Sampler(net).eval(), (noise, torch.arange(3) % classes), ("noise", "label"),
+                          ("image",), dynamic_axes=((0,), (0,)), what=f"conditional {cfg.kind} sampler")
     return Exportable(Sampler(net).eval(), (noise,), ("noise",), ("image",),
                       what=f"{cfg.kind} sampler")

@@ -11,6 +11,8 @@ Generator step:  non-saturating  min_G -E log D(G(z))   (the paper's practical c
     D's parameters are frozen and D is called *unwrapped*, so D's DDP reducer is not
     involved (no all-reduce of D gradients that nobody applies, no stale D gradients
     left behind); G's gradients are all-reduced by G's own DDP wrapper.
+Class-conditional networks (raydl.gen.models) take the labels beside z and the images:
+real images with their own classes, generated ones with the classes G was asked for.
 Options: one-sided label smoothing, instance noise (Gaussian noise on every image D
 sees, real or generated: on small datasets it keeps D from winning on pixel detail), and
 DiffAugment (raydl.gen.diffaugment: random differentiable transforms of every image D
@@ -50,6 +52,15 @@ class GANLossConfig:
     augment: tuple[str, ...] = ()  # DiffAugment policies on every image D sees
 
 
+Labels = tuple[torch.Tensor | None, torch.Tensor | None]
+
+
+def _call(net: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """net(x), or net(x, labels) for a class-conditional network (a DDP wrapper passes
+    both arguments on)."""
+    return net(x) if labels is None else net(x, labels)
+
+
 def _view(x: torch.Tensor, cfg: GANLossConfig) -> torch.Tensor:
     """What D sees of an image: augmented and noised the same way (with fresh randomness
     per call) for real and generated ones."""
@@ -62,12 +73,16 @@ def _view(x: torch.Tensor, cfg: GANLossConfig) -> torch.Tensor:
 def discriminator_step(
     d: nn.Module, g: nn.Module, real: torch.Tensor, z: torch.Tensor,
     optimizer: torch.optim.Optimizer, loss_cfg: GANLossConfig,
+    labels: Labels = (None, None),
 ) -> dict[str, float]:
     """One D update on a real batch and G(z); returns its loss and mean D outputs, and
-    `nonfinite` 1.0 (the update not applied) when D's gradient is NaN/inf."""
+    `nonfinite` 1.0 (the update not applied) when D's gradient is NaN/inf. `labels`:
+    (the real images' classes, the classes G draws) for class-conditional networks."""
+    real_y, fake_y = labels
     with torch.no_grad():
-        fake = unwrap(g)(z)
-    real_logits, fake_logits = d(_view(real, loss_cfg)), d(_view(fake, loss_cfg))
+        fake = _call(unwrap(g), z, fake_y)
+    real_logits = _call(d, _view(real, loss_cfg), real_y)
+    fake_logits = _call(d, _view(fake, loss_cfg), fake_y)
     real_target = torch.full_like(real_logits, 1.0 - loss_cfg.label_smoothing)
     loss = bce(real_logits, real_target) + bce(fake_logits, torch.zeros_like(fake_logits))
     d_real = torch.sigmoid(real_logits.detach()).mean()
@@ -80,15 +95,15 @@ def discriminator_step(
 
 def generator_step(
     g: nn.Module, d: nn.Module, z: torch.Tensor, optimizer: torch.optim.Optimizer,
-    loss_cfg: GANLossConfig,
+    loss_cfg: GANLossConfig, labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One G update through a frozen, unwrapped D; `nonfinite` 1.0 when G's gradient is
-    NaN/inf (the update is then not applied)."""
+    NaN/inf (the update is then not applied). `labels`: the classes G draws (conditional)."""
     critic = unwrap(d)
     for p in critic.parameters():
         p.requires_grad_(False)
     try:
-        logits = critic(_view(g(z), loss_cfg))
+        logits = _call(critic, _view(_call(g, z, labels), loss_cfg), labels)
         if loss_cfg.non_saturating:
             loss = bce(logits, torch.ones_like(logits))
         else:  # minimize log(1 - D(G(z))) = -BCE(logits, 0)

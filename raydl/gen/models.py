@@ -4,6 +4,11 @@ DCGAN: the generator is transposed convolutions with BatchNorm and ReLU and a ta
 output; the discriminator is strided convolutions with LeakyReLU(0.2) and no BatchNorm
 on its input layer; all weights start from N(0, 0.02) (BatchNorm scales from N(1, 0.02)).
 Sizes: 28, 32 or 64-pixel square images with 1 or 3 channels.
+
+Class-conditional (`classes` > 0): the generator takes the class as a one-hot code beside
+z (Mirza & Osindero 2014); the discriminator is a projection discriminator (Miyato &
+Koyama 2018): its logit gains the inner product of a learned class embedding with its
+pooled features, so it judges "a real image of this class", not only "a real image".
 """
 
 from __future__ import annotations
@@ -37,14 +42,15 @@ def dcgan_init(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    """z (B, latent) -> images (B, C, size, size) in [-1, 1]."""
+    """z (B, latent) [and class labels (B,) when conditional] -> images (B, C, size, size)
+    in [-1, 1]."""
 
-    def __init__(self, latent: int, channels: int, size: int, width: int = 64) -> None:
+    def __init__(self, latent: int, channels: int, size: int, width: int = 64, classes: int = 0) -> None:
         super().__init__()
         start, kernels = _plan(size)
         widths = [width * 2 ** (len(kernels) - 1 - i) for i in range(len(kernels))]
         self.project = nn.Sequential(
-            nn.ConvTranspose2d(latent, widths[0], start, 1, 0, bias=False),
+            nn.ConvTranspose2d(latent + classes, widths[0], start, 1, 0, bias=False),
             nn.BatchNorm2d(widths[0]), nn.ReLU(True),
         )
         layers: list[nn.Module] = []
@@ -54,18 +60,24 @@ class Generator(nn.Module):
             layers.append(nn.ConvTranspose2d(widths[i], out, k, 2, 1, bias=last))
             layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out), nn.ReLU(True)]
         self.body = nn.Sequential(*layers)
-        self.latent = latent
+        self.latent, self.classes = latent, classes
         self.apply(dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.classes:
+            if labels is None:
+                raise ValueError("a class-conditional generator needs the labels of the images to draw")
+            z = torch.cat([z, nn.functional.one_hot(labels, self.classes).to(z.dtype)], dim=1)
         # z.shape[0], not len(z): a traced (TorchScript) generator keeps any batch size
         return self.body(self.project(z.view(z.shape[0], -1, 1, 1)))
 
 
 class Discriminator(nn.Module):
-    """images -> one logit each (real vs generated)."""
+    """images [and their class labels, when conditional] -> one logit each (real vs
+    generated)."""
 
-    def __init__(self, channels: int, size: int, width: int = 64, norm: str = "batch") -> None:
+    def __init__(self, channels: int, size: int, width: int = 64, norm: str = "batch",
+                 classes: int = 0) -> None:
         super().__init__()
         _, kernels = _plan(size)
         layers: list[nn.Module] = []
@@ -81,14 +93,23 @@ class Discriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         final = size // 2 ** len(kernels)
         self.head = nn.Conv2d(c, 1, final, 1, 0)
+        self.embed = nn.Embedding(classes, c) if classes else None  # the projection's class vectors
         self.apply(dcgan_init)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
         if spectral:  # Miyato et al. 2018: every layer 1-Lipschitz, no BatchNorm
-            for module in [*self.body, self.head]:
-                if isinstance(module, nn.Conv2d):
+            for module in [*self.body, self.head, self.embed]:
+                if isinstance(module, (nn.Conv2d, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(module)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x)).view(-1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(x)
+        logit = self.head(h).view(-1)
+        if self.embed is None:
+            return logit
+        if labels is None:
+            raise ValueError("a projection discriminator needs the labels of the images it judges")
+        return logit + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
 
 
 class ConvVAE(nn.Module):

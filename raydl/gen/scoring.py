@@ -66,15 +66,21 @@ class Scorer:
             feats.append(self._features[-1].flatten(1).float())
         return torch.cat(probs).double().numpy(), torch.cat(feats).double().numpy()
 
-    def scores(self, images: torch.Tensor, reference_features: np.ndarray, prefix: str = "") -> dict[str, float]:
+    def scores(self, images: torch.Tensor, reference_features: np.ndarray, prefix: str = "",
+               labels: torch.Tensor | None = None) -> dict[str, float]:
         """classifier score, Frechet distance to the reference (training-set) features,
-        and class coverage (a class counts once it holds a quarter of its fair share)."""
+        and class coverage (a class counts once it holds a quarter of its fair share);
+        with the classes the images were drawn as (a conditional generator), also
+        `label_accuracy`: the share the classifier puts in the asked class."""
         probs, feats = self.outputs(images)
-        return {
+        out = {
             f"{prefix}classifier_score": classifier_score(probs),
             f"{prefix}frechet_distance": frechet_distance(feats, reference_features),
             f"{prefix}class_coverage": class_coverage(probs, min_share=0.25 / self.num_classes),
         }
+        if labels is not None:
+            out[f"{prefix}label_accuracy"] = float((probs.argmax(axis=1) == labels.numpy()).mean())
+        return out
 
 
 def check_inception(weights: str) -> Path:

@@ -33,16 +33,17 @@ from raydl.train.plumbing import DATA_FILE, all_reduce
 
 
 class GANTask:
-    """DCGAN: a D step per real batch, a G step every n_critic batches."""
+    """DCGAN: a D step per real batch, a G step every n_critic batches; class-conditional
+    (`classes` > 0) on the real images' labels, G drawing uniformly chosen classes."""
 
     has_prior = True  # images can be drawn from noise
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, classes: int = 0) -> None:
         cfg: GenerativeExperiment = worker.cfg
         m = cfg.model
-        self.cfg = cfg
-        self.g = worker.prepare_model(Generator(m.latent, cfg.channels, cfg.image_size, m.g_width))
-        self.d = worker.prepare_model(Discriminator(cfg.channels, cfg.image_size, m.d_width, m.d_norm))
+        self.cfg, self.classes = cfg, classes
+        self.g = worker.prepare_model(Generator(m.latent, cfg.channels, cfg.image_size, m.g_width, classes))
+        self.d = worker.prepare_model(Discriminator(cfg.channels, cfg.image_size, m.d_width, m.d_norm, classes))
         t = cfg.train
         self.opt_g = torch.optim.Adam(self.g.parameters(), t.lr, betas=(t.beta1, t.beta2))
         self.opt_d = torch.optim.Adam(self.d.parameters(), t.d_lr or t.lr, betas=(t.beta1, t.beta2))
@@ -55,20 +56,26 @@ class GANTask:
         """The networks whose weights must agree on every worker."""
         return [self.g, self.d] + ([self.average.module] if self.average is not None else [])
 
-    def train_batch(self, x: torch.Tensor) -> dict[str, float]:
-        """A D step on images in [0, 1], then a G step if it is the n_critic-th batch; the
-        losses, mean D outputs, steps taken and `nonfinite` (1.0: an update was dropped)."""
+    def _drawn_labels(self, n: int, device: torch.device) -> torch.Tensor | None:
+        """Classes for G to draw (conditional): uniform, from this worker's seeded stream."""
+        return torch.randint(self.classes, (n,), device=device) if self.classes else None
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """A D step on images in [0, 1] (labels y), then a G step if it is the n_critic-th
+        batch; the losses, mean D outputs, steps taken and `nonfinite` (1.0: an update was
+        dropped)."""
         real = x * 2 - 1  # the generator's tanh range
-        n, latent = len(real), self.cfg.model.latent
-        stats = discriminator_step(self.d, self.g, real, torch.randn(n, latent, device=real.device),
-                                   self.opt_d, self.loss_cfg)
+        n, latent, device = len(real), self.cfg.model.latent, real.device
+        real_y = y if self.classes else None
+        stats = discriminator_step(self.d, self.g, real, torch.randn(n, latent, device=device),
+                                   self.opt_d, self.loss_cfg, (real_y, self._drawn_labels(n, device)))
         self.batches_seen += 1
         if stats["nonfinite"]:
             return stats  # no G step against a D whose update was dropped
         stats["d_steps"] = 1.0
         if self.batches_seen % self.cfg.train.n_critic == 0:
-            stats.update(generator_step(self.g, self.d, torch.randn(n, latent, device=real.device),
-                                        self.opt_g, self.loss_cfg))
+            stats.update(generator_step(self.g, self.d, torch.randn(n, latent, device=device),
+                                        self.opt_g, self.loss_cfg, self._drawn_labels(n, device)))
             if not stats["nonfinite"]:
                 stats["g_steps"] = 1.0
                 if self.average is not None:
@@ -87,13 +94,14 @@ class GANTask:
         return {}
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor, averaged: bool = True) -> torch.Tensor:
-        """Images in [0, 1] from noise, with BatchNorm's running statistics (eval mode),
-        by the averaged generator when there is one (and `averaged`)."""
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None, averaged: bool = True) -> torch.Tensor:
+        """Images in [0, 1] from noise (of these classes, when conditional), with BatchNorm's
+        running statistics (eval mode), by the averaged generator when there is one (and
+        `averaged`)."""
         g = self.average.module if self.average is not None and averaged else unwrap(self.g)
         g.eval()
         try:
-            return (g(z) + 1) / 2
+            return (g(z, labels) + 1) / 2
         finally:
             g.train()
 
@@ -138,9 +146,9 @@ class VAETask:
         std = self.cfg.train.denoise_std
         return (x + std * torch.randn_like(x)).clamp(0, 1) if std > 0 else x
 
-    def train_batch(self, x: torch.Tensor) -> dict[str, float]:
-        """One guarded step on images in [0, 1]; sums of the per-image losses and
-        `nonfinite` (1.0: the update was dropped)."""
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One guarded step on images in [0, 1] (labels unused); sums of the per-image
+        losses and `nonfinite` (1.0: the update was dropped)."""
         logits, mu, logvar = self.model(self._corrupt(x))
         loss, recon, kl = vae_loss(logits, x, mu, logvar, self.cfg.train.beta)
         (loss_v, _, recon_v, kl_v), stepped = guarded_step(
@@ -172,7 +180,7 @@ class VAETask:
         return {"val_loss": loss / max(n, 1), "val_recon": recon / max(n, 1), "val_kl": kl / max(n, 1)}
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] decoded from prior noise (its first `latent` dimensions)."""
         net = unwrap(self.model)
         net.eval()
@@ -199,6 +207,10 @@ class VAETask:
         self.opt.load_state_dict(saved["optimizer"])
 
 
+def _to(labels: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if labels is None else labels.to(device)
+
+
 def replica_divergence(modules: list[nn.Module], device: torch.device) -> float:
     """Largest difference of any weight between workers: 0 when DDP kept them in sync."""
     import torch.distributed as dist
@@ -215,7 +227,7 @@ def replica_divergence(modules: list[nn.Module], device: torch.device) -> float:
 class _Judge:
     """Rank 0's scoring: the scorer, the real-data reference (computed once), noise."""
 
-    def __init__(self, cfg: GenerativeExperiment, scorer_dir: str | None, splits: Any) -> None:
+    def __init__(self, cfg: GenerativeExperiment, scorer_dir: str | None, splits: Any, classes: int) -> None:
         from raydl.gen.scoring import Scorer, _stack, check_inception
 
         self.cfg = cfg
@@ -226,22 +238,32 @@ class _Judge:
         self.weights = check_inception(cfg.score.inception_weights) if cfg.score.inception_weights else None
         generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.noise = torch.randn(len(self.real), cfg.model.latent, generator=generator)
+        self.labels = cycled_labels(len(self.real), classes)
         if self.scorer is not None:
             train = _stack(splits.train, 10_000, cfg.seed)
             self.train_features = self.scorer.outputs(train)[1]
             self.reference = self.scorer.scores(self.real, self.train_features, prefix="real_")
 
     def __call__(self, sample: Any) -> dict[str, float]:
-        fake = torch.cat([sample(self.noise[i : i + 500]).cpu() for i in range(0, len(self.noise), 500)])
+        """The scores of the samples that `sample(noise, labels)` draws."""
+        y = self.labels
+        fake = torch.cat([sample(self.noise[i : i + 500], None if y is None else y[i : i + 500]).cpu()
+                          for i in range(0, len(self.noise), 500)])
         out: dict[str, float] = {}
         if self.scorer is not None:
-            out.update(self.scorer.scores(fake, self.train_features))
+            out.update(self.scorer.scores(fake, self.train_features, labels=y))
         if self.weights is not None:
             from raydl.gen.scoring import inception_fid
 
             out["inception_fid"] = inception_fid(self.real, fake, self.weights)
         return out
 
+
+
+def cycled_labels(n: int, classes: int) -> torch.Tensor | None:
+    """0, 1, ..., classes - 1, 0, 1, ... (n of them): what a conditional generator is asked
+    to draw for grids and scores, every class equally; None when unconditional."""
+    return torch.arange(n) % classes if classes else None
 
 
 class GenerativeTask:
@@ -255,7 +277,8 @@ class GenerativeTask:
         cfg: GenerativeExperiment = worker.cfg
         self.cfg, self.worker = cfg, worker
         self.splits = image_splits(cfg.data)
-        self.net: GANTask | VAETask = (GANTask if cfg.kind == "gan" else VAETask)(worker)
+        self.classes = self.splits.num_classes if cfg.kind == "gan" and cfg.model.conditional else 0
+        self.net: GANTask | VAETask = GANTask(worker, self.classes) if cfg.kind == "gan" else VAETask(worker)
         loader = DataLoader(self.splits.train, batch_size=cfg.train.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.seed),
                             drop_last=len(self.splits.train) // worker.world > cfg.train.batch_size)
@@ -263,6 +286,7 @@ class GenerativeTask:
         # The same noise every epoch, so the grids show one generator learning.
         self.grid_z = torch.randn(cfg.score.grid, cfg.model.latent,
                                   generator=torch.Generator().manual_seed(cfg.seed + 2))
+        self.grid_y = cycled_labels(cfg.score.grid, self.classes)
         self.grid_x: torch.Tensor | None = None
         self.judge: _Judge | None = None
 
@@ -281,7 +305,7 @@ class GenerativeTask:
         if rank != 0:
             return
         if cfg.scored or cfg.score.inception_weights:
-            self.judge = _Judge(cfg, self.worker.options.get("scorer"), self.splits)
+            self.judge = _Judge(cfg, self.worker.options.get("scorer"), self.splits, self.classes)
         if isinstance(self.net, VAETask) and cfg.score.grid:
             val = self.splits.val
             self.grid_x = torch.stack([val[i][0] for i in range(min(cfg.score.grid // 2, len(val)))])
@@ -296,10 +320,11 @@ class GenerativeTask:
         return iter(self.loader)
 
     def train_step(self, batch: Any) -> Step:
-        """The model's step(s) on a batch of real images (labels unused)."""
-        x, _ = batch
+        """The model's step(s) on a batch of real images and their labels."""
+        x, y = batch
+        device = self.worker.device
         with self.worker.autocast():
-            stats = self.net.train_batch(x.to(self.worker.device))
+            stats = self.net.train_batch(x.to(device), y.to(device))
         images = float(len(x))
         if stats.pop("nonfinite"):  # the step already left the weights alone
             losses = {k: v for k, v in stats.items() if k.endswith("loss")}
@@ -325,13 +350,14 @@ class GenerativeTask:
         every = cfg.score.every
         if self.judge is not None and (last or (every and epoch % every == 0)):
             out.update(self.judge.reference)
-            out.update(self.judge(lambda z: self.net.sample(z.to(device))))
+            out.update(self.judge(lambda z, y: self.net.sample(z.to(device), _to(y, device))))
             if isinstance(self.net, GANTask) and self.net.average is not None:  # what the average adds
-                live = self.judge(lambda z: self.net.sample(z.to(device), averaged=False))
+                live = self.judge(lambda z, y: self.net.sample(z.to(device), _to(y, device), averaged=False))
                 out.update({f"unaveraged_{k}": v for k, v in live.items()})
         run_dir = self.worker.run_dir
         if cfg.score.grid and self.net.has_prior:
-            save_grid(self.net.sample(self.grid_z.to(device)).cpu(), run_dir / "samples" / f"epoch_{epoch:06d}.png")
+            grid = self.net.sample(self.grid_z.to(device), _to(self.grid_y, device)).cpu()
+            save_grid(grid, run_dir / "samples" / f"epoch_{epoch:06d}.png", nrow=self.classes or 8)
         if self.grid_x is not None:
             assert isinstance(self.net, VAETask)
             pairs = torch.stack([self.grid_x, self.net.reconstruct(self.grid_x.to(device)).cpu()], dim=1)
@@ -341,5 +367,7 @@ class GenerativeTask:
     def save_extra(self, directory: Path) -> None:
         """data.json: what `raydl sample` builds the network for."""
         cfg = self.cfg
-        (directory / DATA_FILE).write_text(json.dumps(
-            {"channels": cfg.channels, "image_size": cfg.image_size, "latent": cfg.model.latent}))
+        info = {"channels": cfg.channels, "image_size": cfg.image_size, "latent": cfg.model.latent}
+        if cfg.kind == "gan":
+            info["classes"] = self.classes  # 0: unconditional
+        (directory / DATA_FILE).write_text(json.dumps(info))

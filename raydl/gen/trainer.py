@@ -93,7 +93,7 @@ def load_generator(directory: Path) -> tuple[GenerativeExperiment, nn.Module]:
     m = cfg.model
     net: nn.Module
     if cfg.kind == "gan":  # the averaged generator, when trained with one, drew the scored samples
-        net = Generator(m.latent, cfg.channels, cfg.image_size, m.g_width)
+        net = Generator(m.latent, cfg.channels, cfg.image_size, m.g_width, generator_classes(directory))
         key = "generator_ema" if "generator_ema" in saved else "generator"
     else:
         net, key = ConvVAE(cfg.channels, cfg.image_size, m.latent, m.width, m.variational), "model"
@@ -105,8 +105,15 @@ def load_generator(directory: Path) -> tuple[GenerativeExperiment, nn.Module]:
     return cfg, net.eval()
 
 
+def generator_classes(directory: Path) -> int:
+    """The classes a checkpoint's generator is conditioned on (data.json; 0: unconditional)."""
+    info = directory / DATA_FILE
+    return int(json.loads(info.read_text()).get("classes", 0)) if info.is_file() else 0
+
+
 def sample_images(cfg: GenerativeExperiment, net: nn.Module, n: int, seed: int = 0) -> torch.Tensor:
-    """n new images in [0, 1] from a loaded generator or VAE decoder."""
+    """n new images in [0, 1] from a loaded generator or VAE decoder; a conditional
+    generator draws the classes in turn (0, 1, ..., 0, 1, ...)."""
     if cfg.kind == "vae" and not cfg.model.variational:
         raise ConfigError("sample: a plain autoencoder has no prior to sample from; "
                           "train with model.variational: true")
@@ -114,7 +121,8 @@ def sample_images(cfg: GenerativeExperiment, net: nn.Module, n: int, seed: int =
     with torch.no_grad():
         if isinstance(net, ConvVAE):
             return torch.sigmoid(net.decode(z))
-        return (net(z) + 1) / 2
+        labels = torch.arange(n) % net.classes if net.classes else None
+        return (net(z, labels) + 1) / 2
 
 
 def sample_command(directory: Path, n: int, seed: int, nrow: int, out: Path) -> None:
@@ -122,5 +130,8 @@ def sample_command(directory: Path, n: int, seed: int, nrow: int, out: Path) -> 
     from raydl.gen.scoring import save_grid
 
     cfg, net = load_generator(directory)
+    classes = getattr(net, "classes", 0)
     save_grid(sample_images(cfg, net, n, seed=seed), out, nrow=nrow)
+    if classes and nrow % classes:
+        print(f"raydl sample: the images cycle through {classes} classes; --nrow {classes} puts one class per column")
     print(f"raydl sample: {n} images of {cfg.title} from {directory} in {out}")

@@ -212,19 +212,25 @@ def test_language_model_takes_token_ids_of_any_length(tmp_path: Path) -> None:
         assert float(np.abs(probs - expected).max()) <= TOLERANCE
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_generator_maps_noise_to_images_as_raydl_sample_does(fmt: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fmt", "conditional"), [("onnx", False), ("torchscript", False), ("onnx", True),
+                                                   ("torchscript", True)])
+def test_generator_maps_noise_to_images_as_raydl_sample_does(fmt: str, conditional: bool, tmp_path: Path) -> None:
     from raydl.gen.trainer import load_generator, sample_images
 
     directory = _epoch_checkpoint("dcgan_digits", ["model.latent=8", "model.g_width=8", "model.d_width=8",
-                                                   "score.classifier=null"], tmp_path, trained=False)
+                                                   "score.classifier=null", f"model.conditional={conditional}"],
+                                  tmp_path, trained=False)
     cfg, net = load_generator(directory)
+    assert net.classes == (10 if conditional else 0)  # data.json told the loader
     out = tmp_path / f"generator.{fmt}"
     item = exportable(directory, cfg)
     export(item, fmt, out)
     n, seed = 256, 3
     noise = torch.randn(n, cfg.model.latent, generator=torch.Generator().manual_seed(seed))
-    (images,) = outputs_of(out, fmt, item, [noise.numpy()])
+    # raydl sample cycles through the classes; the graph takes them as an int64 input
+    labels = [(torch.arange(n) % 10).numpy()] if conditional else []
+    assert item.input_names == (("noise", "label") if conditional else ("noise",))
+    (images,) = outputs_of(out, fmt, item, [noise.numpy(), *labels])
     expected = sample_images(cfg, net, n, seed=seed).numpy()  # the same noise
     diff = float(np.abs(images - expected).max())
     report(f"generator {fmt}", {"max abs diff": diff})

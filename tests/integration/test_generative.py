@@ -96,6 +96,29 @@ def test_dcgan_with_diff_augment_and_weight_average_keeps_replicas_identical(tmp
     assert any(not torch.equal(saved["generator"][k], v) for k, v in saved["generator_ema"].items())
 
 
+def test_conditional_dcgan_draws_and_scores_every_class(tmp_path: Path) -> None:
+    data = _made_mnist(tmp_path / "data")
+    run = train("dcgan_mnist", QUIET + SMALL_GAN + [
+        "model.conditional=true", "train.epochs=1", f"data.data_dir={data}", "score.classifier_epochs=1",
+        "score.samples=60", "score.grid=20"], out=tmp_path / "runs", progress=False, echo=False)
+    m = run.metrics
+    # the projection discriminator's class vectors are all-reduced like every other weight
+    assert m["replica_divergence"] == 0.0 and m["g_steps"] == 216 // 2 // 16
+    # the scorer's agreement with the classes the 60 samples were drawn as (6 of each)
+    assert 0.0 <= m["label_accuracy"] <= 1.0 and "real_label_accuracy" not in m
+    assert 1.0 <= m["classifier_score"] <= 10.0
+    assert json.loads((run.checkpoint / "data.json").read_text())["classes"] == 10
+    with Image.open(run.run_dir / "samples" / "epoch_000001.png") as grid:
+        assert grid.size == (10 * 30 + 2, 2 * 30 + 2)  # 20 images, one class per column
+    out = tmp_path / "new.png"
+    cli = subprocess.run([sys.executable, "-m", "raydl", "sample", str(run.run_dir), "--n", "16", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert "--nrow 10 puts one class per column" in cli.stdout
+    with Image.open(out) as img:
+        assert img.size == (8 * 30 + 2, 2 * 30 + 2)
+
+
 def test_denoising_vae_epoch_on_made_colour_images(tmp_path: Path) -> None:
     folder = image_folder(tmp_path / "images")
     run = train("vae_digits", QUIET + [

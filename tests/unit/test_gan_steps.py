@@ -86,6 +86,7 @@ def test_generator_loss_forms(non_saturating: bool, formula) -> None:
     ({"data": {"image_size": 28, "source": "text"}}, r"data\.source: 'text' is not images"),
     ({"train": {"beta": 2.0}}, r"train\.beta: applies to kind vae only"),
     ({"kind": "vae", "train": {"n_critic": 5}}, r"train\.n_critic: applies to kind gan only"),
+    ({"kind": "vae", "model": {"conditional": True}}, r"model\.conditional: applies to kind gan only"),
     ({"data": {"source": "cifar10"}}, r"score\.classifier: auto trains a scorer on digits"),
     ({"kind": "vae", "model": {"variational": False}, "score": {"classifier": "runs/x"}},
      r"score\.classifier: a plain autoencoder has no prior"),
@@ -108,3 +109,20 @@ def test_generative_experiment_sizes_follow_the_source() -> None:
 def test_a_plain_autoencoder_is_not_scored_by_default() -> None:
     cfg = load_experiment({"kind": "vae", "data": {"image_size": 28}, "model": {"variational": False}})
     assert cfg.score.classifier == "auto" and not cfg.scored and registry.headline(cfg) == "val_loss"
+
+
+def test_conditional_steps_train_the_class_vectors_of_the_labels_seen() -> None:
+    torch.manual_seed(0)
+    g, d = Generator(8, 1, 28, width=8, classes=5), Discriminator(1, 28, width=8, classes=5)
+    real, real_y, fake_y = torch.rand(6, 1, 28, 28) * 2 - 1, torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([1] * 6)
+    before = d.embed.weight.detach().clone()
+    opt_d = torch.optim.SGD(d.parameters(), 0.1)
+    discriminator_step(d, g, real, torch.randn(6, 8), opt_d, GANLossConfig(), (real_y, fake_y))
+    moved = (d.embed.weight.detach() - before).abs().sum(dim=1) > 0
+    assert moved.tolist() == [True, True, True, False, False]  # classes 3 and 4 were in no batch
+    g_before = g.project[0].weight.detach().clone()
+    opt_g = torch.optim.SGD(g.parameters(), 0.1)
+    generator_step(g, d, torch.randn(6, 8), opt_g, GANLossConfig(), torch.tensor([4] * 6))
+    rows = (g.project[0].weight.detach() - g_before).abs().sum(dim=(1, 2, 3)) > 0
+    # ConvTranspose2d's weight is (in, out, k, k): of the one-hot inputs only class 4's row moved
+    assert rows[8:].tolist() == [False, False, False, False, True] and rows[:8].all()

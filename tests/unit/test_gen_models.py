@@ -60,3 +60,32 @@ def test_spectral_norm_discriminator_has_no_batchnorm_and_unit_spectral_norm() -
     for conv in convs:
         sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
         assert float(sigma) == pytest.approx(1.0, abs=0.05)
+
+
+def test_conditional_generator_draws_the_asked_class_and_needs_labels() -> None:
+    torch.manual_seed(0)
+    g = Generator(8, 1, 28, width=8, classes=10).eval()
+    z = torch.randn(1, 8).expand(10, 8)  # one noise vector, ten classes
+    images = g(z, torch.arange(10))
+    assert images.shape == (10, 1, 28, 28)
+    assert all(not torch.equal(images[0], images[k]) for k in range(1, 10))  # the class is an input
+    assert torch.equal(g(z[:2], torch.tensor([3, 3]))[0], g(z[:2], torch.tensor([3, 3]))[1])
+    with pytest.raises(ValueError, match="needs the labels"):
+        g(z)
+    # the one-hot code widens only the first layer's input
+    assert g.project[0].in_channels == 8 + 10
+
+
+@pytest.mark.parametrize("norm", ["batch", "spectral"])
+def test_projection_discriminator_adds_class_embedding_times_pooled_features(norm: str) -> None:
+    torch.manual_seed(0)
+    d = Discriminator(1, 28, width=8, norm=norm, classes=10).eval()
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 3, 3, 9])
+    h = d.body(x)
+    by_hand = d.head(h).view(-1) + (d.embed(y) * h.sum(dim=(2, 3))).sum(dim=1)
+    assert torch.allclose(d(x, y), by_hand, atol=1e-6)
+    assert not torch.allclose(d(x, y), d(x, torch.tensor([1, 1, 1, 1])))  # the label changes the verdict
+    with pytest.raises(ValueError, match="needs the labels"):
+        d(x)
+    plain = Discriminator(1, 28, width=8, norm=norm)  # unconditional: no embedding, old state dicts load
+    assert not any(k.startswith("embed") for k in plain.state_dict())
