@@ -92,7 +92,9 @@ def test_gan_task_steps_d_every_batch_and_g_every_n_critic_batches(folder: list[
     assert (tmp_path / "samples" / "epoch_000001.png").is_file()
     assert set(task.state()) == {"generator", "discriminator", "opt_g", "opt_d", "batches_seen"}
     task.save_extra(tmp_path)
-    assert json.loads((tmp_path / "data.json").read_text()) == {"channels": 3, "image_size": 32, "latent": 8}
+    # dcgan_digits is class-conditional: on this folder, its 2 class sub-folders
+    assert json.loads((tmp_path / "data.json").read_text()) == {"channels": 3, "image_size": 32, "latent": 8,
+                                                                "classes": 2}
 
 
 def test_plain_autoencoder_task_validates_and_grids_reconstructions_only(
