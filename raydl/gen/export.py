@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from raydl.export import Exportable
-from raydl.gen.models import ConvVAE
+from raydl.gen.models import ConvVAE, cycled_labels
 from raydl.gen.trainer import load_generator
 from raydl.errors import ConfigError
 
@@ -41,9 +41,9 @@ def exportable(directory: Path, cfg: Any) -> Exportable:
                           "no noise -> image graph; train with model.variational: true")
     _, net = load_generator(directory)
     noise = torch.randn(3, cfg.model.latent, generator=torch.Generator().manual_seed(0))
-    classes = getattr(net, "classes", 0)
-    if classes:  # int64 class indices beside the noise, one per image
-        return Exportable(Sampler(net).eval(), (noise, torch.arange(3) % classes), ("noise", "label"),
+    labels = cycled_labels(3, getattr(net, "classes", 0))  # a VAE decoder has none
+    if labels is not None:  # int64 class indices beside the noise, one per image
+        return Exportable(Sampler(net).eval(), (noise, labels), ("noise", "label"),
                           ("image",), dynamic_axes=((0,), (0,)), what=f"conditional {cfg.kind} sampler")
     return Exportable(Sampler(net).eval(), (noise,), ("noise",), ("image",),
                       what=f"{cfg.kind} sampler")

@@ -72,6 +72,13 @@ class Generator(nn.Module):
         return self.body(self.project(z.view(z.shape[0], -1, 1, 1)))
 
 
+def cycled_labels(n: int, classes: int) -> torch.Tensor | None:
+    """0, 1, ..., classes - 1, 0, 1, ... (n of them): what a conditional generator is asked
+    to draw for grids, scores, `raydl sample` and export examples, every class equally;
+    None when unconditional."""
+    return torch.arange(n) % classes if classes else None
+
+
 class Discriminator(nn.Module):
     """images [and their class labels, when conditional] -> one logit each (real vs
     generated)."""

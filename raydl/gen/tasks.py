@@ -24,7 +24,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from raydl.gen.experiment import GenerativeExperiment, augment_policies
 from raydl.gen.gan import GANLossConfig, GeneratorAverage, discriminator_step, generator_step, unwrap
-from raydl.gen.models import ConvVAE, Discriminator, Generator, vae_loss
+from raydl.gen.models import ConvVAE, Discriminator, Generator, cycled_labels, vae_loss
 from raydl.errors import CheckpointError
 from raydl.nn import guarded_step
 from raydl.sl.data import image_splits, shard
@@ -258,12 +258,6 @@ class _Judge:
             out["inception_fid"] = inception_fid(self.real, fake, self.weights)
         return out
 
-
-
-def cycled_labels(n: int, classes: int) -> torch.Tensor | None:
-    """0, 1, ..., classes - 1, 0, 1, ... (n of them): what a conditional generator is asked
-    to draw for grids and scores, every class equally; None when unconditional."""
-    return torch.arange(n) % classes if classes else None
 
 
 class GenerativeTask:

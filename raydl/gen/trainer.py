@@ -26,7 +26,7 @@ from raydl.checkpoint import latest_epoch_checkpoint
 from raydl.config import dump_yaml, load_experiment
 from raydl.errors import CheckpointError, ConfigError
 from raydl.gen.experiment import SCORER_EXPERIMENTS, GenerativeExperiment
-from raydl.gen.models import ConvVAE, Generator
+from raydl.gen.models import ConvVAE, Generator, cycled_labels
 from raydl.train.loop import run_fit
 from raydl.train.plumbing import DATA_FILE, MODEL_FILE
 
@@ -121,8 +121,7 @@ def sample_images(cfg: GenerativeExperiment, net: nn.Module, n: int, seed: int =
     with torch.no_grad():
         if isinstance(net, ConvVAE):
             return torch.sigmoid(net.decode(z))
-        labels = torch.arange(n) % net.classes if net.classes else None
-        return (net(z, labels) + 1) / 2
+        return (net(z, cycled_labels(n, net.classes)) + 1) / 2
 
 
 def sample_command(directory: Path, n: int, seed: int, nrow: int, out: Path) -> None:
